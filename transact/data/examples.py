@@ -1,0 +1,362 @@
+"""Training-example builder: impressions joined with the user's realtime sequence as of request time.
+
+For every impression at request time ``t`` (an event row), the example carries the user's latest
+``seq_len`` engagements (click / save / hide) with ``timestamp_ms < t`` *strictly*, newest first,
+zero-padded. Equal timestamps are ordered by ``event_id`` (higher = later), so the newest-first
+order among ties is by descending ``event_id``; actions at exactly ``t`` (the other outcomes of
+the same request, for example) are never visible.
+
+The batch user embedding of an example is the one valid at the start of the request's UTC day:
+either read from a daily embedding table (PinnerFormer's output: ``user_id``,
+``event_timestamp`` = the day it is valid for, ``user_emb``), or, by default, the mean content
+embedding of the user's positive items before that day (zeros when there are none).
+
+Everything is vectorised: per events part the engagements are located with ``searchsorted`` over
+a packed (user rank, time) key and gathered as ``(N, S)`` index matrices; memory is bounded by
+``rows_per_chunk`` examples plus one events part.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from transact.data.dataset import (
+    DatasetError,
+    DatasetMeta,
+    event_parts,
+    item_embedding_table,
+    read_items,
+    read_parquet_checked,
+)
+from transact.errors import UserError
+from transact.schema import (
+    DAY_MS,
+    EVENT_SCHEMA,
+    HEAD_ACTIONS,
+    SEQ_LEN,
+    SEQUENCE_ACTIONS,
+    USER_EMB_DIM,
+    ActionType,
+    example_schema,
+    surface_id,
+)
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+_TIME_BITS = 40  # 2**40 ms ≈ 34 years of span inside one events part
+
+
+@dataclass
+class ExampleConfig:
+    """How examples are built.
+
+    ``test_days`` / ``val_days``: the latest UTC days go to test, the ones before to validation,
+    the rest to train. ``skip_keep_rate`` down-samples impressions that got no engagement (the
+    paper down-samples negatives); the choice is a deterministic hash of ``event_id`` and the
+    number dropped is counted. ``user_emb_path``: a daily user-embedding Parquet (file or
+    directory) to use instead of the mean-positive default.
+    """
+
+    seq_len: int = SEQ_LEN
+    test_days: int = 2
+    val_days: int = 1
+    skip_keep_rate: float = 1.0
+    user_emb_path: str | None = None
+    rows_per_chunk: int = 200_000
+
+    def validate(self) -> None:
+        if not 1 <= self.seq_len <= 1000:
+            raise UserError(f"seq_len must be in [1, 1000], got {self.seq_len}")
+        if self.test_days < 1 or self.val_days < 0:
+            raise UserError("test_days must be >= 1 and val_days >= 0")
+        if not 0.0 < self.skip_keep_rate <= 1.0:
+            raise UserError(f"skip_keep_rate must be in (0, 1], got {self.skip_keep_rate}")
+        if self.rows_per_chunk < 1:
+            raise UserError("rows_per_chunk must be >= 1")
+
+
+@dataclass
+class ExampleStats:
+    """What the builder wrote (also saved as ``stats.json``)."""
+
+    examples: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
+    positives: dict[str, dict[str, int]] = field(default_factory=dict)
+    split_boundaries_ms: dict[str, int] = field(default_factory=dict)
+    skips_dropped: int = 0
+    examples_without_history: int = 0
+    users_without_user_emb: int = 0
+    seq_len_mean: float = 0.0
+    elapsed_s: float = 0.0
+    source: str = ""
+
+    @property
+    def total(self) -> int:
+        return sum(self.examples.values())
+
+
+def split_boundaries(max_timestamp_ms: int, test_days: int, val_days: int) -> tuple[int, int]:
+    """``(val_start_ms, test_start_ms)``: UTC-day boundaries of the validation and test spans."""
+    last_day_start = (max_timestamp_ms // DAY_MS) * DAY_MS
+    test_start = last_day_start - (test_days - 1) * DAY_MS
+    val_start = test_start - val_days * DAY_MS
+    return val_start, test_start
+
+
+def _packed_key(user_rank: np.ndarray, rel_time: np.ndarray) -> np.ndarray:
+    return (user_rank.astype(np.int64) << _TIME_BITS) | rel_time.astype(np.int64)
+
+
+class _DailyEmbeddings:
+    """As-of lookup in a daily user-embedding table: latest row with day <= request's day."""
+
+    def __init__(self, path: str) -> None:
+        src = Path(path)
+        if not src.exists():
+            raise UserError(f"user embedding table {src} does not exist")
+        import pyarrow.dataset as pads
+
+        table = pq.read_table(src) if src.is_file() else pads.dataset(src).to_table()
+        missing = {"user_id", "event_timestamp", "user_emb"} - set(table.column_names)
+        if missing:
+            raise UserError(f"user embedding table {src} lacks columns {sorted(missing)}")
+        ts = table.column("event_timestamp")
+        if pa.types.is_timestamp(ts.type):
+            ts = pc.cast(pc.cast(ts, pa.timestamp("ms")), pa.int64())
+        users = table.column("user_id").to_numpy().astype(np.int64)
+        days = np.asarray(ts.to_numpy(zero_copy_only=False), dtype=np.int64) // DAY_MS
+        emb = np.asarray(table.column("user_emb").combine_chunks().values, dtype=np.float32)
+        emb = emb.reshape(len(users), -1)
+        order = np.lexsort((days, users))
+        self.users, self.days, self.emb = users[order], days[order], emb[order]
+
+    def lookup(self, user_ids: np.ndarray, request_day: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(emb (N, U), found (N,) bool)`` for each (user, day)."""
+        # lexicographic search on (user, day): position after the last row <= (user, day)
+        lo = np.searchsorted(self.users, user_ids, side="left")
+        hi = np.searchsorted(self.users, user_ids, side="right")
+        # days are sorted within each user's block: search in the concatenated key
+        key_table = self.users.astype(np.float64) * 1e6 + self.days
+        key_query = user_ids.astype(np.float64) * 1e6 + request_day
+        pos = np.searchsorted(key_table, key_query, side="right") - 1
+        found = (pos >= lo) & (pos < hi) & (hi > lo)
+        out = np.zeros((len(user_ids), self.emb.shape[1]), dtype=np.float32)
+        out[found] = self.emb[pos[found]]
+        return out, found
+
+
+def build_examples_from_events(
+    events: pa.Table,
+    item_emb: np.ndarray,
+    cfg: ExampleConfig,
+    daily_emb: _DailyEmbeddings | None = None,
+) -> pa.Table:
+    """Examples for one events table whose users are complete (all their events are in it).
+
+    Args:
+        events: rows in :data:`EVENT_SCHEMA`, any order.
+        item_emb: ``(n_items + 1, E)`` content-embedding lookup (row 0 = padding).
+    Returns:
+        a table in :func:`example_schema` with one row per event, in (user, time, event_id) order.
+    """
+    seq_len = cfg.seq_len
+    events = events.sort_by([("user_id", "ascending"), ("timestamp_ms", "ascending"),
+                             ("event_id", "ascending")])
+    users = events.column("user_id").to_numpy()
+    ts = events.column("timestamp_ms").to_numpy()
+    items = events.column("item_id").to_numpy()
+    actions = events.column("action_type").to_numpy().astype(np.int8)
+    n = len(users)
+    if n == 0:
+        return example_schema(seq_len).empty_table()
+    if item_emb.shape[0] <= int(items.max()):
+        raise DatasetError(f"events reference item {int(items.max())} which items.parquet lacks")
+
+    # dense user rank (users are sorted) and time relative to the part's start
+    user_rank = np.concatenate([[0], np.cumsum(users[1:] != users[:-1])])
+    t0 = int(ts.min())
+    rel = ts - t0
+    if int(rel.max()) >= 1 << _TIME_BITS:
+        raise DatasetError("an events part spans more than 34 years of timestamps")
+    key = _packed_key(user_rank, rel)
+    user_start_key = _packed_key(user_rank, np.zeros_like(rel))
+
+    # engagements (the sequence vocabulary), already in (user, ts, event_id) order
+    is_eng = np.isin(actions, np.array([int(a) for a in SEQUENCE_ACTIONS], dtype=np.int8))
+    eng_key = key[is_eng]
+    eng_items, eng_actions, eng_ts = items[is_eng], actions[is_eng], ts[is_eng]
+    end = np.searchsorted(eng_key, key, side="left")  # first engagement at or after t
+    start = np.searchsorted(eng_key, user_start_key, side="left")
+    idx = end[:, None] - 1 - np.arange(seq_len)[None, :]  # newest first
+    valid = idx >= start[:, None]
+    idx = np.where(valid, idx, 0)
+    if len(eng_key) == 0:
+        seq_items = np.zeros((n, seq_len), np.int64)
+        seq_actions = np.zeros((n, seq_len), np.int8)
+        seq_ts = np.zeros((n, seq_len), np.int64)
+    else:
+        seq_items = np.where(valid, eng_items[idx], 0)
+        seq_actions = np.where(valid, eng_actions[idx], 0).astype(np.int8)
+        seq_ts = np.where(valid, eng_ts[idx], 0)
+    seq_lengths = valid.sum(axis=1).astype(np.int16)
+
+    # batch user embedding valid at the start of the request's UTC day
+    day_start = (ts // DAY_MS) * DAY_MS
+    if daily_emb is not None:
+        user_batch_emb, _found = daily_emb.lookup(users, ts // DAY_MS)
+    else:
+        is_pos = (actions == ActionType.CLICK) | (actions == ActionType.SAVE)
+        pos_key = key[is_pos]
+        pos_emb = item_emb[items[is_pos]].astype(np.float64)
+        cum = np.zeros((len(pos_key) + 1, item_emb.shape[1]), dtype=np.float64)
+        np.cumsum(pos_emb, axis=0, out=cum[1:])
+        day_key = _packed_key(user_rank, np.maximum(day_start - t0, 0))
+        p_end = np.searchsorted(pos_key, day_key, side="left")
+        p_start = np.searchsorted(pos_key, user_start_key, side="left")
+        count = (p_end - p_start)[:, None]
+        user_batch_emb = ((cum[p_end] - cum[p_start]) / np.maximum(count, 1)).astype(np.float32)
+        if user_batch_emb.shape[1] != USER_EMB_DIM:
+            raise DatasetError(f"item embeddings are {user_batch_emb.shape[1]}-d; the default "
+                               f"batch user embedding needs {USER_EMB_DIM}-d")
+
+    surfaces = events.column("surface").to_pylist()
+    surface_codes = {name: surface_id(name) for name in set(surfaces)}
+    surface_ids = np.fromiter((surface_codes[s] for s in surfaces), dtype=np.int8, count=n)
+    labels = {f"label_{a.name.lower()}": (actions == a).astype(np.int8) for a in HEAD_ACTIONS}
+
+    def fixed(flat: np.ndarray, width: int, typ: pa.DataType) -> pa.Array:
+        return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), type=typ), width)
+
+    columns = {
+        "request_id": events.column("request_id").combine_chunks(),
+        "user_id": pa.array(users),
+        "item_id": pa.array(items),
+        "request_time_ms": pa.array(ts),
+        "surface_id": pa.array(surface_ids),
+        "outcome": pa.array(actions),
+        **{name: pa.array(value) for name, value in labels.items()},
+        "seq_len": pa.array(seq_lengths),
+        "seq_item_ids": fixed(seq_items, seq_len, pa.int64()),
+        "seq_action_types": fixed(seq_actions, seq_len, pa.int8()),
+        "seq_timestamps_ms": fixed(seq_ts, seq_len, pa.int64()),
+        "user_batch_emb": fixed(user_batch_emb, user_batch_emb.shape[1], pa.float32()),
+    }
+    schema = example_schema(seq_len, user_batch_emb.shape[1])
+    return pa.table([columns[f.name] for f in schema], schema=schema)
+
+
+def _keep_mask(events: pa.Table, keep_rate: float) -> np.ndarray:
+    actions = events.column("action_type").to_numpy()
+    if keep_rate >= 1.0:
+        return np.ones(len(actions), dtype=bool)
+    ids = events.column("event_id").to_numpy().astype(np.uint64)
+    # splitmix64-style hash: deterministic, independent of order and chunking
+    h = (ids + np.uint64(0x9E3779B97F4A7C15)) * np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(31)
+    u = (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return (actions != ActionType.SKIP) | (u < keep_rate)
+
+
+def build_examples(
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    cfg: ExampleConfig | None = None,
+    progress: bool = False,
+) -> ExampleStats:
+    """Build ``out_dir/{train,val,test}/part-NNNNN.parquet`` from a dataset directory.
+
+    One events part at a time (a user never spans two parts), rows in chunks of
+    ``cfg.rows_per_chunk``: memory stays bounded whatever the dataset size. Also copies
+    ``items.parquet`` and writes ``stats.json``.
+    """
+    cfg = cfg or ExampleConfig()
+    cfg.validate()
+    started = time.perf_counter()
+    dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
+    meta = DatasetMeta.read(dataset_dir)
+    parts = event_parts(dataset_dir)
+    items = read_items(dataset_dir)
+    item_emb = item_embedding_table(items)
+    daily = _DailyEmbeddings(cfg.user_emb_path) if cfg.user_emb_path else None
+    val_start, test_start = split_boundaries(meta.max_timestamp_ms, cfg.test_days, cfg.val_days)
+    if test_start <= meta.min_timestamp_ms:
+        raise UserError(f"the dataset spans too few days for {cfg.test_days} test and "
+                        f"{cfg.val_days} validation days")
+
+    if out_dir.exists():
+        for split in SPLITS:
+            shutil.rmtree(out_dir / split, ignore_errors=True)
+    for split in SPLITS:
+        (out_dir / split).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(dataset_dir / "items.parquet", out_dir / "items.parquet")
+
+    stats = ExampleStats(source=meta.source)
+    stats.split_boundaries_ms = {"val_start": val_start, "test_start": test_start}
+    stats.positives = {s: {a.name.lower(): 0 for a in HEAD_ACTIONS} for s in SPLITS}
+    seq_len_sum = 0
+    part_counter = dict.fromkeys(SPLITS, 0)
+
+    progress_bar = None
+    task = None
+    if progress:
+        from rich.progress import Progress
+
+        progress_bar = Progress()
+        progress_bar.start()
+        task = progress_bar.add_task("building examples", total=meta.n_events or None)
+    try:
+        for path in parts:
+            events = read_parquet_checked(path, EVENT_SCHEMA)
+            # Skips never enter sequences nor the default user embedding, so down-sampling
+            # them before the build is exact.
+            keep = _keep_mask(events, cfg.skip_keep_rate)
+            stats.skips_dropped += int((~keep).sum())
+            if not keep.all():
+                events = events.filter(pa.array(keep))
+            examples = build_examples_from_events(events, item_emb, cfg, daily)
+            req_ts = examples.column("request_time_ms").to_numpy()
+            split_of = np.where(req_ts >= test_start, 2, np.where(req_ts >= val_start, 1, 0))
+            seq_lengths = examples.column("seq_len").to_numpy()
+            seq_len_sum += int(seq_lengths.sum())
+            stats.examples_without_history += int((seq_lengths == 0).sum())
+            for code, split in enumerate(SPLITS):
+                chunk = examples.filter(pa.array(split_of == code))
+                if chunk.num_rows == 0:
+                    continue
+                for offset in range(0, chunk.num_rows, cfg.rows_per_chunk):
+                    piece = chunk.slice(offset, cfg.rows_per_chunk)
+                    pq.write_table(piece, out_dir / split / f"part-{part_counter[split]:05d}.parquet",
+                                   compression="zstd")
+                    part_counter[split] += 1
+                stats.examples[split] += chunk.num_rows
+                for action in HEAD_ACTIONS:
+                    name = action.name.lower()
+                    stats.positives[split][name] += int(
+                        pc.sum(chunk.column(f"label_{name}")).as_py() or 0)
+            if progress_bar is not None:
+                progress_bar.update(task, advance=events.num_rows)
+    finally:
+        if progress_bar is not None:
+            progress_bar.stop()
+
+    stats.seq_len_mean = seq_len_sum / max(stats.total, 1)
+    stats.elapsed_s = time.perf_counter() - started
+    (out_dir / "stats.json").write_text(json.dumps(asdict(stats), indent=2))
+    return stats
+
+
+def read_examples(examples_dir: str | Path, split: str) -> pa.Table:
+    """All examples of one split (``train``, ``val`` or ``test``) as one table."""
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; choose one of {SPLITS}")
+    files = sorted((Path(examples_dir) / split).glob("part-*.parquet"))
+    if not files:
+        raise DatasetError(f"{examples_dir}/{split} holds no examples; run `transact data examples`")
+    return pa.concat_tables([read_parquet_checked(f) for f in files])

@@ -1,0 +1,1 @@
+"""The ``transact`` command line: one verb group per stage."""

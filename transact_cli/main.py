@@ -1,0 +1,55 @@
+"""``transact`` — the platform's single command line.
+
+Each stage owns a Typer sub-app in its own package (``features/cli.py``, ``training/cli.py``...);
+this module only composes them. User mistakes (bad paths, malformed files, failed validation)
+surface as one readable line and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from transact.runtime import quiet_telemetry
+
+quiet_telemetry()
+
+app = typer.Typer(
+    name="transact",
+    help="Realtime recommendation ranking platform (TransAct + DCN v2).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    from transact_cli import data_cmds
+
+    app.add_typer(data_cmds.app, name="data")
+    try:
+        from features.cli import app as features_app
+    except ImportError:  # pragma: no cover - stage not installed
+        features_app = None
+    if features_app is not None:
+        app.add_typer(features_app, name="features")
+    try:
+        from training.cli import app as training_app
+    except ImportError:  # pragma: no cover
+        training_app = None
+    if training_app is not None:
+        app.add_typer(training_app, name="train")
+    from transact_cli import demo
+
+    app.command("demo")(demo.demo)
+
+
+_register()
+
+
+def main() -> None:  # pragma: no cover - console entry
+    from transact_cli.errors import run_cli
+
+    sys.exit(run_cli(app, os.environ.get("TRANSACT_DEBUG") == "1"))

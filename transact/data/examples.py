@@ -1,4 +1,4 @@
-"""Training-example builder: impressions joined with the user's realtime sequence as of request time.
+"""Training-example builder: impressions joined with the user's sequence as of request time.
 
 For every impression at request time ``t`` (an event row), the example carries the user's latest
 ``seq_len`` engagements (click / save / hide) with ``timestamp_ms < t`` *strictly*, newest first,
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -70,7 +71,7 @@ class ExampleConfig:
     val_days: int = 1
     skip_keep_rate: float = 1.0
     user_emb_path: str | None = None
-    rows_per_chunk: int = 200_000
+    rows_per_chunk: int = 100_000
 
     def validate(self) -> None:
         if not 1 <= self.seq_len <= 1000:
@@ -137,7 +138,9 @@ class _DailyEmbeddings:
         order = np.lexsort((days, users))
         self.users, self.days, self.emb = users[order], days[order], emb[order]
 
-    def lookup(self, user_ids: np.ndarray, request_day: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def lookup(
+        self, user_ids: np.ndarray, request_day: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``(emb (N, U), found (N,) bool)`` for each (user, day)."""
         # lexicographic search on (user, day): position after the last row <= (user, day)
         lo = np.searchsorted(self.users, user_ids, side="left")
@@ -152,21 +155,22 @@ class _DailyEmbeddings:
         return out, found
 
 
-def build_examples_from_events(
+def iter_example_chunks(
     events: pa.Table,
     item_emb: np.ndarray,
     cfg: ExampleConfig,
     daily_emb: _DailyEmbeddings | None = None,
-) -> pa.Table:
+) -> Iterator[pa.Table]:
     """Examples for one events table whose users are complete (all their events are in it).
 
     Args:
         events: rows in :data:`EVENT_SCHEMA`, any order.
         item_emb: ``(n_items + 1, E)`` content-embedding lookup (row 0 = padding).
-    Returns:
-        a table in :func:`example_schema` with one row per event, in (user, time, event_id) order.
+    Yields:
+        tables in :func:`example_schema` of at most ``cfg.rows_per_chunk`` rows, one row per
+        event, in (user, time, event_id) order.
     """
-    seq_len = cfg.seq_len
+    seq_len, rows_per_chunk = cfg.seq_len, cfg.rows_per_chunk
     events = events.sort_by([("user_id", "ascending"), ("timestamp_ms", "ascending"),
                              ("event_id", "ascending")])
     users = events.column("user_id").to_numpy()
@@ -175,7 +179,7 @@ def build_examples_from_events(
     actions = events.column("action_type").to_numpy().astype(np.int8)
     n = len(users)
     if n == 0:
-        return example_schema(seq_len).empty_table()
+        return
     if item_emb.shape[0] <= int(items.max()):
         raise DatasetError(f"events reference item {int(items.max())} which items.parquet lacks")
 
@@ -194,18 +198,6 @@ def build_examples_from_events(
     eng_items, eng_actions, eng_ts = items[is_eng], actions[is_eng], ts[is_eng]
     end = np.searchsorted(eng_key, key, side="left")  # first engagement at or after t
     start = np.searchsorted(eng_key, user_start_key, side="left")
-    idx = end[:, None] - 1 - np.arange(seq_len)[None, :]  # newest first
-    valid = idx >= start[:, None]
-    idx = np.where(valid, idx, 0)
-    if len(eng_key) == 0:
-        seq_items = np.zeros((n, seq_len), np.int64)
-        seq_actions = np.zeros((n, seq_len), np.int8)
-        seq_ts = np.zeros((n, seq_len), np.int64)
-    else:
-        seq_items = np.where(valid, eng_items[idx], 0)
-        seq_actions = np.where(valid, eng_actions[idx], 0).astype(np.int8)
-        seq_ts = np.where(valid, eng_ts[idx], 0)
-    seq_lengths = valid.sum(axis=1).astype(np.int16)
 
     # batch user embedding valid at the start of the request's UTC day
     day_start = (ts // DAY_MS) * DAY_MS
@@ -226,30 +218,61 @@ def build_examples_from_events(
             raise DatasetError(f"item embeddings are {user_batch_emb.shape[1]}-d; the default "
                                f"batch user embedding needs {USER_EMB_DIM}-d")
 
-    surfaces = events.column("surface").to_pylist()
-    surface_codes = {name: surface_id(name) for name in set(surfaces)}
-    surface_ids = np.fromiter((surface_codes[s] for s in surfaces), dtype=np.int8, count=n)
-    labels = {f"label_{a.name.lower()}": (actions == a).astype(np.int8) for a in HEAD_ACTIONS}
+    surfaces = events.column("surface").combine_chunks().dictionary_encode()
+    surface_codes = np.array([surface_id(name) for name in surfaces.dictionary.to_pylist()],
+                             dtype=np.int8)
+    surface_ids = surface_codes[surfaces.indices.to_numpy(zero_copy_only=False)]
+    request_ids = events.column("request_id").to_numpy()
+    schema = example_schema(seq_len, user_batch_emb.shape[1])
 
     def fixed(flat: np.ndarray, width: int, typ: pa.DataType) -> pa.Array:
         return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), type=typ), width)
 
-    columns = {
-        "request_id": events.column("request_id").combine_chunks(),
-        "user_id": pa.array(users),
-        "item_id": pa.array(items),
-        "request_time_ms": pa.array(ts),
-        "surface_id": pa.array(surface_ids),
-        "outcome": pa.array(actions),
-        **{name: pa.array(value) for name, value in labels.items()},
-        "seq_len": pa.array(seq_lengths),
-        "seq_item_ids": fixed(seq_items, seq_len, pa.int64()),
-        "seq_action_types": fixed(seq_actions, seq_len, pa.int8()),
-        "seq_timestamps_ms": fixed(seq_ts, seq_len, pa.int64()),
-        "user_batch_emb": fixed(user_batch_emb, user_batch_emb.shape[1], pa.float32()),
-    }
-    schema = example_schema(seq_len, user_batch_emb.shape[1])
-    return pa.table([columns[f.name] for f in schema], schema=schema)
+    # gather the (rows, seq_len) sequences a chunk of rows at a time: bounded memory
+    offsets = np.arange(seq_len)[None, :]
+    for lo in range(0, n, rows_per_chunk):
+        hi = min(n, lo + rows_per_chunk)
+        idx = end[lo:hi, None] - 1 - offsets  # newest first
+        valid = idx >= start[lo:hi, None]
+        idx = np.where(valid, idx, 0)
+        if len(eng_key) == 0:
+            seq_items = np.zeros(idx.shape, np.int64)
+            seq_actions = np.zeros(idx.shape, np.int8)
+            seq_ts = np.zeros(idx.shape, np.int64)
+        else:
+            seq_items = np.where(valid, eng_items[idx], 0)
+            seq_actions = np.where(valid, eng_actions[idx], 0).astype(np.int8)
+            seq_ts = np.where(valid, eng_ts[idx], 0)
+        chunk_actions = actions[lo:hi]
+        columns = {
+            "request_id": pa.array(request_ids[lo:hi]),
+            "user_id": pa.array(users[lo:hi]),
+            "item_id": pa.array(items[lo:hi]),
+            "request_time_ms": pa.array(ts[lo:hi]),
+            "surface_id": pa.array(surface_ids[lo:hi]),
+            "outcome": pa.array(chunk_actions),
+            **{f"label_{a.name.lower()}": pa.array((chunk_actions == a).astype(np.int8))
+               for a in HEAD_ACTIONS},
+            "seq_len": pa.array(valid.sum(axis=1).astype(np.int16)),
+            "seq_item_ids": fixed(seq_items, seq_len, pa.int64()),
+            "seq_action_types": fixed(seq_actions, seq_len, pa.int8()),
+            "seq_timestamps_ms": fixed(seq_ts, seq_len, pa.int64()),
+            "user_batch_emb": fixed(user_batch_emb[lo:hi], user_batch_emb.shape[1], pa.float32()),
+        }
+        yield pa.table([columns[f.name] for f in schema], schema=schema)
+
+
+def build_examples_from_events(
+    events: pa.Table,
+    item_emb: np.ndarray,
+    cfg: ExampleConfig,
+    daily_emb: _DailyEmbeddings | None = None,
+) -> pa.Table:
+    """All examples of an events table whose users are complete, as one table (small data)."""
+    chunks = list(iter_example_chunks(events, item_emb, cfg, daily_emb))
+    if not chunks:
+        return example_schema(cfg.seq_len).empty_table()
+    return pa.concat_tables(chunks)
 
 
 def _keep_mask(events: pa.Table, keep_rate: float) -> np.ndarray:
@@ -320,26 +343,24 @@ def build_examples(
             stats.skips_dropped += int((~keep).sum())
             if not keep.all():
                 events = events.filter(pa.array(keep))
-            examples = build_examples_from_events(events, item_emb, cfg, daily)
-            req_ts = examples.column("request_time_ms").to_numpy()
-            split_of = np.where(req_ts >= test_start, 2, np.where(req_ts >= val_start, 1, 0))
-            seq_lengths = examples.column("seq_len").to_numpy()
-            seq_len_sum += int(seq_lengths.sum())
-            stats.examples_without_history += int((seq_lengths == 0).sum())
-            for code, split in enumerate(SPLITS):
-                chunk = examples.filter(pa.array(split_of == code))
-                if chunk.num_rows == 0:
-                    continue
-                for offset in range(0, chunk.num_rows, cfg.rows_per_chunk):
-                    piece = chunk.slice(offset, cfg.rows_per_chunk)
-                    pq.write_table(piece, out_dir / split / f"part-{part_counter[split]:05d}.parquet",
-                                   compression="zstd")
+            for examples in iter_example_chunks(events, item_emb, cfg, daily):
+                req_ts = examples.column("request_time_ms").to_numpy()
+                split_of = np.where(req_ts >= test_start, 2, np.where(req_ts >= val_start, 1, 0))
+                seq_lengths = examples.column("seq_len").to_numpy()
+                seq_len_sum += int(seq_lengths.sum())
+                stats.examples_without_history += int((seq_lengths == 0).sum())
+                for code, split in enumerate(SPLITS):
+                    chunk = examples.filter(pa.array(split_of == code))
+                    if chunk.num_rows == 0:
+                        continue
+                    name = f"part-{part_counter[split]:05d}.parquet"
+                    pq.write_table(chunk, out_dir / split / name, compression="zstd")
                     part_counter[split] += 1
-                stats.examples[split] += chunk.num_rows
-                for action in HEAD_ACTIONS:
-                    name = action.name.lower()
-                    stats.positives[split][name] += int(
-                        pc.sum(chunk.column(f"label_{name}")).as_py() or 0)
+                    stats.examples[split] += chunk.num_rows
+                    for action in HEAD_ACTIONS:
+                        label = action.name.lower()
+                        stats.positives[split][label] += int(
+                            pc.sum(chunk.column(f"label_{label}")).as_py() or 0)
             if progress_bar is not None:
                 progress_bar.update(task, advance=events.num_rows)
     finally:
@@ -358,5 +379,6 @@ def read_examples(examples_dir: str | Path, split: str) -> pa.Table:
         raise UserError(f"unknown split {split!r}; choose one of {SPLITS}")
     files = sorted((Path(examples_dir) / split).glob("part-*.parquet"))
     if not files:
-        raise DatasetError(f"{examples_dir}/{split} holds no examples; run `transact data examples`")
+        raise DatasetError(
+            f"{examples_dir}/{split} holds no examples; run `transact data examples`")
     return pa.concat_tables([read_parquet_checked(f) for f in files])

@@ -114,6 +114,18 @@ def item_embedding_table(items: pa.Table) -> np.ndarray:
     return table
 
 
+def is_event_order(events: pa.Table) -> bool:
+    """Whether rows are already sorted by (user_id, timestamp_ms, event_id)."""
+    if events.num_rows < 2:
+        return True
+    user = events.column("user_id").to_numpy()
+    ts = events.column("timestamp_ms").to_numpy()
+    eid = events.column("event_id").to_numpy()
+    du, dt, de = np.diff(user), np.diff(ts), np.diff(eid)
+    ordered = (du > 0) | ((du == 0) & ((dt > 0) | ((dt == 0) & (de > 0))))
+    return bool(ordered.all())
+
+
 class EventPartWriter:
     """Writes sorted events parts ``part-00000.parquet``, ``part-00001.parquet``, ..."""
 
@@ -129,8 +141,9 @@ class EventPartWriter:
 
     def write(self, events: pa.Table) -> Path:
         events = events.select(EVENT_SCHEMA.names).cast(EVENT_SCHEMA)
-        events = events.sort_by([("user_id", "ascending"), ("timestamp_ms", "ascending"),
-                                 ("event_id", "ascending")])
+        if not is_event_order(events):
+            events = events.sort_by([("user_id", "ascending"), ("timestamp_ms", "ascending"),
+                                     ("event_id", "ascending")])
         path = self.events_dir / f"part-{self.n_parts:05d}.parquet"
         pq.write_table(events, path, compression="zstd")
         self.n_parts += 1

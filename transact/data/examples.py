@@ -34,6 +34,7 @@ from transact.data.dataset import (
     DatasetError,
     DatasetMeta,
     event_parts,
+    is_event_order,
     item_embedding_table,
     read_items,
     read_parquet_checked,
@@ -171,8 +172,9 @@ def iter_example_chunks(
         event, in (user, time, event_id) order.
     """
     seq_len, rows_per_chunk = cfg.seq_len, cfg.rows_per_chunk
-    events = events.sort_by([("user_id", "ascending"), ("timestamp_ms", "ascending"),
-                             ("event_id", "ascending")])
+    if not is_event_order(events):
+        events = events.sort_by([("user_id", "ascending"), ("timestamp_ms", "ascending"),
+                                 ("event_id", "ascending")])
     users = events.column("user_id").to_numpy()
     ts = events.column("timestamp_ms").to_numpy()
     items = events.column("item_id").to_numpy()

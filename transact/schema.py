@@ -36,9 +36,10 @@ ITEM_EMB_DIM = 32
 #: Dimension of the batch (daily) user embedding.
 USER_EMB_DIM = 32
 
-# Timestamps before 2000-01-01 or after 2100-01-01 (in ms) are rejected as implausible; a value
-# in that window divided by 1000 is what a seconds timestamp looks like.
-MIN_TIMESTAMP_MS = 946_684_800_000
+# Timestamps before 1995-01-01 or after 2100-01-01 (in ms) are rejected as implausible
+# (MovieLens-100K starts in 1997); a value in that window divided by 1000 is what a seconds
+# timestamp looks like.
+MIN_TIMESTAMP_MS = 788_918_400_000
 MAX_TIMESTAMP_MS = 4_102_444_800_000
 
 HOUR_MS = 3_600_000

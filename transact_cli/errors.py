@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from transact.errors import UserError
 
@@ -16,7 +17,7 @@ def run_cli(app: typer.Typer, debug: bool = False) -> int:
     except UserError as err:
         if debug:
             raise
-        _err.print(f"[bold red]error:[/] {err}")
+        _err.print(f"[bold red]error:[/] {escape(str(err))}")
         return 2
     except typer.Abort:
         _err.print("aborted")

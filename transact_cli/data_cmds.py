@@ -52,6 +52,10 @@ def examples(
     out: Path = typer.Argument(..., help="Examples directory to write."),
     test_days: int = typer.Option(2, min=1, help="Latest UTC days that form the test split."),
     val_days: int = typer.Option(1, min=0, help="Days before the test span for validation."),
+    test_fraction: float | None = typer.Option(
+        None, help="Instead of --test-days: latest days holding this share of events."),
+    val_fraction: float | None = typer.Option(
+        None, help="Instead of --val-days: days before test holding this share of events."),
     seq_len: int = typer.Option(100, min=1, help="Realtime sequence length."),
     skip_keep_rate: float = typer.Option(1.0, help="Fraction of skip impressions kept."),
     user_emb: Path | None = typer.Option(None, help="Daily user-embedding Parquet to use."),
@@ -64,6 +68,7 @@ def examples(
     if validate:
         _validate_events(read_events(dataset))
     cfg = ExampleConfig(seq_len=seq_len, test_days=test_days, val_days=val_days,
+                        test_fraction=test_fraction, val_fraction=val_fraction,
                         skip_keep_rate=skip_keep_rate,
                         user_emb_path=str(user_emb) if user_emb else None)
     stats = build_examples(dataset, out, cfg, progress=True)

@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from tiny_data import T0_MS, write_tiny_dataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tiny_data import T0_MS, write_tiny_dataset
 
 from transact.data.dataset import DatasetError
 from transact.data.examples import ExampleConfig, build_examples, read_examples
@@ -101,6 +101,19 @@ def test_time_based_split_puts_the_latest_days_in_test(tiny_dataset, tmp_path):
     train_ts = read_examples(tmp_path / "ex", "train")["request_time_ms"].to_numpy()
     assert train_ts.max() < test_ts.min()
     assert test_ts.min() >= stats.split_boundaries_ms["test_start"]
+
+
+def test_fraction_split_follows_the_events_not_the_calendar(tiny_dataset, tmp_path):
+    # 80 events on day 0, then one event a day for 20 days: the calendar split would put the
+    # last days in test, the fraction split must put about 10% of the events there
+    events = [(i + 1, 1 + i % 5, 1 + i % 20, CLICK, T0_MS + i * 60_000) for i in range(80)]
+    events += [(100 + d, 1 + d % 5, 1, SKIP, T0_MS + d * DAY_MS + HOUR_MS) for d in range(1, 21)]
+    ds = tiny_dataset(events)
+    stats = build_examples(ds, tmp_path / "ex", ExampleConfig(test_fraction=0.1,
+                                                              val_fraction=0.1))
+    assert stats.examples["test"] == 10 and stats.examples["val"] == 10
+    with pytest.raises(UserError, match="both"):
+        ExampleConfig(test_fraction=0.1).validate()
 
 
 def test_default_user_embedding_is_mean_of_positives_before_the_day(tiny_dataset, tmp_path):

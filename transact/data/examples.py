@@ -61,8 +61,10 @@ class ExampleConfig:
     """How examples are built.
 
     ``test_days`` / ``val_days``: the latest UTC days go to test, the ones before to validation,
-    the rest to train. ``skip_keep_rate`` down-samples impressions that got no engagement (the
-    paper down-samples negatives); the choice is a deterministic hash of ``event_id`` and the
+    the rest to train. ``test_fraction`` / ``val_fraction``, when set, choose those day
+    boundaries instead so that test (validation) holds about that fraction of the events, for
+    sources whose activity is uneven over time (MovieLens). ``skip_keep_rate`` down-samples
+    impressions that got no engagement (the paper down-samples negatives); the choice is a deterministic hash of ``event_id`` and the
     number dropped is counted. ``user_emb_path``: a daily user-embedding Parquet (file or
     directory) to use instead of the mean-positive default.
     """
@@ -70,6 +72,8 @@ class ExampleConfig:
     seq_len: int = SEQ_LEN
     test_days: int = 2
     val_days: int = 1
+    test_fraction: float | None = None
+    val_fraction: float | None = None
     skip_keep_rate: float = 1.0
     user_emb_path: str | None = None
     rows_per_chunk: int = 100_000
@@ -81,6 +85,12 @@ class ExampleConfig:
             raise UserError("test_days must be >= 1 and val_days >= 0")
         if not 0.0 < self.skip_keep_rate <= 1.0:
             raise UserError(f"skip_keep_rate must be in (0, 1], got {self.skip_keep_rate}")
+        for name in ("test_fraction", "val_fraction"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value < 0.5:
+                raise UserError(f"{name} must be in (0, 0.5), got {value}")
+        if (self.test_fraction is None) != (self.val_fraction is None):
+            raise UserError("set both test_fraction and val_fraction, or neither")
         if self.rows_per_chunk < 1:
             raise UserError("rows_per_chunk must be >= 1")
 
@@ -110,6 +120,23 @@ def split_boundaries(max_timestamp_ms: int, test_days: int, val_days: int) -> tu
     test_start = last_day_start - (test_days - 1) * DAY_MS
     val_start = test_start - val_days * DAY_MS
     return val_start, test_start
+
+
+def fraction_boundaries(
+    dataset_dir: Path, test_fraction: float, val_fraction: float
+) -> tuple[int, int]:
+    """UTC-day boundaries with about ``test_fraction`` of the events on or after ``test_start``
+    and ``val_fraction`` in ``[val_start, test_start)``. Reads only the timestamp column."""
+    days = np.concatenate([
+        pq.read_table(path, columns=["timestamp_ms"]).column("timestamp_ms").to_numpy() // DAY_MS
+        for path in event_parts(dataset_dir)
+    ])
+    unique_days, counts = np.unique(days, return_counts=True)
+    tail = np.cumsum(counts[::-1])[::-1] / counts.sum()  # share of events on or after each day
+    test_idx = int(np.nonzero(tail >= test_fraction)[0][-1])
+    val_idx = int(np.nonzero(tail >= test_fraction + val_fraction)[0][-1])
+    val_idx = min(val_idx, max(test_idx - 1, 0))
+    return int(unique_days[val_idx]) * DAY_MS, int(unique_days[test_idx]) * DAY_MS
 
 
 def _packed_key(user_rank: np.ndarray, rel_time: np.ndarray) -> np.ndarray:
@@ -310,10 +337,17 @@ def build_examples(
     items = read_items(dataset_dir)
     item_emb = item_embedding_table(items)
     daily = _DailyEmbeddings(cfg.user_emb_path) if cfg.user_emb_path else None
-    val_start, test_start = split_boundaries(meta.max_timestamp_ms, cfg.test_days, cfg.val_days)
-    if test_start <= meta.min_timestamp_ms:
-        raise UserError(f"the dataset spans too few days for {cfg.test_days} test and "
-                        f"{cfg.val_days} validation days")
+    if cfg.test_fraction is not None and cfg.val_fraction is not None:
+        val_start, test_start = fraction_boundaries(dataset_dir, cfg.test_fraction,
+                                                    cfg.val_fraction)
+        if test_start <= meta.min_timestamp_ms or val_start <= meta.min_timestamp_ms:
+            raise UserError("the dataset spans too few days for a fraction-based split")
+    else:
+        val_start, test_start = split_boundaries(meta.max_timestamp_ms, cfg.test_days,
+                                                 cfg.val_days)
+        if test_start <= meta.min_timestamp_ms:
+            raise UserError(f"the dataset spans too few days for {cfg.test_days} test and "
+                            f"{cfg.val_days} validation days")
 
     if out_dir.exists():
         for split in SPLITS:

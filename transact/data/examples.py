@@ -64,9 +64,9 @@ class ExampleConfig:
     the rest to train. ``test_fraction`` / ``val_fraction``, when set, choose those day
     boundaries instead so that test (validation) holds about that fraction of the events, for
     sources whose activity is uneven over time (MovieLens). ``skip_keep_rate`` down-samples
-    impressions that got no engagement (the paper down-samples negatives); the choice is a deterministic hash of ``event_id`` and the
-    number dropped is counted. ``user_emb_path``: a daily user-embedding Parquet (file or
-    directory) to use instead of the mean-positive default.
+    impressions that got no engagement (the paper down-samples negatives); the choice is a
+    deterministic hash of ``event_id`` and the number dropped is counted. ``user_emb_path``: a
+    daily user-embedding Parquet (file or directory) to use instead of the mean-positive default.
     """
 
     seq_len: int = SEQ_LEN

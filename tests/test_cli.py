@@ -43,3 +43,10 @@ def test_examples_command_builds_splits(tmp_path):
     assert result.returncode == 0, result.stderr
     assert list((tmp_path / "ex" / "train").glob("part-*.parquet"))
     assert list((tmp_path / "ex" / "test").glob("part-*.parquet"))
+
+
+def test_bad_option_value_is_a_usage_message_not_a_traceback(tmp_path):
+    result = run_cli("data", "synthetic", "--users", "many", "--out", str(tmp_path / "w"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "users" in result.stderr

@@ -29,12 +29,9 @@ def _register() -> None:
     from transact_cli import data_cmds
 
     app.add_typer(data_cmds.app, name="data")
-    try:
-        from features.cli import app as features_app
-    except ImportError:  # pragma: no cover - stage not installed
-        features_app = None
-    if features_app is not None:
-        app.add_typer(features_app, name="features")
+    from features.cli import app as features_app
+
+    app.add_typer(features_app, name="features")
     try:
         from training.cli import app as training_app
     except ImportError:  # pragma: no cover

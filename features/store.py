@@ -1,0 +1,417 @@
+"""Feature-store profiles and the apply / stage / materialise helpers.
+
+Two profiles share one set of definitions (``features.repo``):
+
+=============  ======================================  =========================================
+               embedded (default, no server)            production
+=============  ======================================  =========================================
+registry       ``<root>/registry.db`` (Feast file)      PostgreSQL ``sql`` registry, schema
+                                                        ``<pg_schema>``
+online store   ``<root>/online.db`` (Feast SQLite)      Redis ``127.0.0.1:6379`` db ``redis_db``
+offline store  Parquet files ``<root>/offline/``        PostgreSQL tables in ``<pg_schema>``
+event stream   ``<root>/queue.db`` (SQLite queue)       Redis Stream ``<key_prefix>events``
+offline log    ``<root>/offline_log/``                  ``<root>/offline_log/``
+=============  ======================================  =========================================
+
+The ``features/repo/{embedded,production}/feature_store.yaml`` files are the same defaults for the
+``feast`` CLI; this module builds the equivalent ``RepoConfig`` in code so tests and jobs can
+point a profile at their own directory, Redis database and PostgreSQL schema.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from transact.errors import UserError
+from transact.runtime import quiet_telemetry
+from transact.schema import ITEM_EMB_DIM, USER_EMB_DIM
+
+PROFILES = ("embedded", "production")
+
+
+@dataclass
+class FeatureProfile:
+    """Where the feature platform keeps things. Build with :meth:`embedded` /
+    :meth:`production` or :func:`load_profile`."""
+
+    kind: str = "embedded"
+    root: Path = Path("data/features")
+    project: str = "transact"
+    redis_host: str = "127.0.0.1"
+    redis_port: int = 6379
+    redis_db: int = 0
+    key_prefix: str = "transact:"
+    pg_host: str = "127.0.0.1"
+    pg_port: int = 5432
+    pg_database: str = "test"
+    pg_user: str = "postgres"
+    pg_password: str = ""
+    pg_schema: str = "transact_features"
+    table_prefix: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        if self.kind not in PROFILES:
+            raise UserError(f"unknown feature profile {self.kind!r}; use one of {PROFILES}")
+        if not self.project.replace("_", "").isalnum():
+            raise UserError(f"project {self.project!r} must be letters, digits and '_'")
+        if not self.pg_schema.replace("_", "").isalnum():
+            raise UserError(f"pg_schema {self.pg_schema!r} must be letters, digits and '_'")
+
+    @classmethod
+    def embedded(cls, root: Path | str = "data/features", **kw: Any) -> FeatureProfile:
+        return cls(kind="embedded", root=Path(root), **kw)
+
+    @classmethod
+    def production(cls, root: Path | str = "data/features", **kw: Any) -> FeatureProfile:
+        return cls(kind="production", root=Path(root), **kw)
+
+    def with_(self, **kw: Any) -> FeatureProfile:
+        return replace(self, **kw)
+
+    # -- paths ---------------------------------------------------------------------------------
+
+    @property
+    def offline_dir(self) -> Path:
+        return self.root / "offline"
+
+    @property
+    def offline_log_dir(self) -> Path:
+        return self.root / "offline_log"
+
+    @property
+    def queue_path(self) -> Path:
+        return self.root / "queue.db"
+
+    @property
+    def pg_url(self) -> str:
+        pw = f":{self.pg_password}" if self.pg_password else ""
+        return (f"postgresql+psycopg://{self.pg_user}{pw}@{self.pg_host}:{self.pg_port}/"
+                f"{self.pg_database}?options=-csearch_path%3D{self.pg_schema}")
+
+    def pg_conninfo(self) -> str:
+        pw = f" password={self.pg_password}" if self.pg_password else ""
+        return (f"host={self.pg_host} port={self.pg_port} dbname={self.pg_database} "
+                f"user={self.pg_user}{pw}")
+
+    # -- Feast ---------------------------------------------------------------------------------
+
+    def repo_config(self) -> Any:
+        """The Feast ``RepoConfig`` of this profile."""
+        quiet_telemetry()
+        from feast.repo_config import RepoConfig
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        if self.kind == "embedded":
+            registry: dict[str, Any] = {"registry_type": "file",
+                                        "path": str((self.root / "registry.db").resolve()),
+                                        "cache_ttl_seconds": 60}
+            online: dict[str, Any] = {"type": "sqlite",
+                                      "path": str((self.root / "online.db").resolve())}
+            offline: dict[str, Any] = {"type": "file"}
+        else:
+            registry = {"registry_type": "sql", "path": self.pg_url, "cache_ttl_seconds": 60,
+                        "sqlalchemy_config_kwargs": {"echo": False, "pool_pre_ping": True}}
+            online = {"type": "redis",
+                      "connection_string": f"{self.redis_host}:{self.redis_port},"
+                                           f"db={self.redis_db}"}
+            offline = {"type": "postgres", "host": self.pg_host, "port": self.pg_port,
+                       "database": self.pg_database, "db_schema": self.pg_schema,
+                       "user": self.pg_user, "password": self.pg_password,
+                       "sslmode": "disable"}
+        return RepoConfig(
+            project=self.project,
+            provider="local",
+            registry=registry,
+            online_store=online,
+            offline_store=offline,
+            entity_key_serialization_version=3,
+            repo_path=self.root.resolve(),
+        )
+
+    def feature_store(self) -> Any:
+        quiet_telemetry()
+        from feast import FeatureStore
+
+        return FeatureStore(config=self.repo_config())
+
+    def redis_client(self) -> Any:
+        import redis
+
+        return redis.Redis(host=self.redis_host, port=self.redis_port, db=self.redis_db)
+
+
+def load_profile(name: str = "embedded", root: Path | str | None = None,
+                 **overrides: Any) -> FeatureProfile:
+    """A profile by name; ``root`` defaults to ``$TRANSACT_FEATURES_ROOT`` or
+    ``data/features``; ``TRANSACT_REDIS_DB`` / ``TRANSACT_PG_SCHEMA`` override the defaults."""
+    if name not in PROFILES:
+        raise UserError(f"unknown feature profile {name!r}; use one of {PROFILES}")
+    root = Path(root or os.environ.get("TRANSACT_FEATURES_ROOT", "data/features"))
+    if "TRANSACT_REDIS_DB" in os.environ:
+        overrides.setdefault("redis_db", int(os.environ["TRANSACT_REDIS_DB"]))
+    if "TRANSACT_PG_SCHEMA" in os.environ:
+        overrides.setdefault("pg_schema", os.environ["TRANSACT_PG_SCHEMA"])
+    return FeatureProfile(kind=name, root=root, **overrides)
+
+
+# ------------------------------------------------------------------------------- definitions
+
+
+def feature_objects(profile: FeatureProfile) -> list[Any]:
+    """Entities, sources and views to apply for ``profile``."""
+    from features.repo.entities import ENTITIES
+    from features.repo.sources import make_sources
+    from features.repo.views import make_views
+
+    sources = make_sources(profile.kind, profile.offline_dir, profile.table_prefix)
+    return [*ENTITIES, *make_views(sources)]
+
+
+_PG_TABLES = {
+    "user_action_sequence": "user_id BIGINT NOT NULL, seq_item_ids BIGINT[], "
+    "seq_action_types INTEGER[], seq_timestamps_ms BIGINT[], seq_len BIGINT, "
+    "event_timestamp TIMESTAMPTZ NOT NULL",
+    "user_batch_embedding": "user_id BIGINT NOT NULL, user_emb REAL[], "
+    "event_timestamp TIMESTAMPTZ NOT NULL, created_timestamp TIMESTAMPTZ",
+    "item_content": "item_id BIGINT NOT NULL, content_emb REAL[], topic INTEGER, "
+    "event_timestamp TIMESTAMPTZ NOT NULL",
+}
+
+
+def _pg_connect(profile: FeatureProfile) -> Any:
+    import psycopg
+
+    try:
+        return psycopg.connect(profile.pg_conninfo(), autocommit=True)
+    except psycopg.OperationalError as err:
+        raise UserError(f"cannot reach PostgreSQL at {profile.pg_host}:{profile.pg_port} "
+                        f"for the production feature profile ({err}); start it or use "
+                        f"--profile embedded") from err
+
+
+def ensure_offline_tables(profile: FeatureProfile) -> None:
+    """Production: create the schema and the source tables if missing."""
+    with _pg_connect(profile) as conn:
+        conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{profile.pg_schema}"')
+        for name, cols in _PG_TABLES.items():
+            conn.execute(f'CREATE TABLE IF NOT EXISTS "{profile.pg_schema}".'
+                         f'"{profile.table_prefix}{name}" ({cols})')
+
+
+def apply(profile: FeatureProfile) -> list[str]:
+    """Register the entities and feature views (``feast apply``); returns their names."""
+    if profile.kind == "production":
+        ensure_offline_tables(profile)
+        _check_redis(profile)
+    objects = feature_objects(profile)
+    store = profile.feature_store()
+    store.apply(objects)
+    return [obj.name for obj in objects]
+
+
+def _check_redis(profile: FeatureProfile) -> None:
+    import redis
+
+    try:
+        profile.redis_client().ping()
+    except redis.ConnectionError as err:
+        raise UserError(f"cannot reach Redis at {profile.redis_host}:{profile.redis_port} for "
+                        f"the production feature profile ({err}); start it or use "
+                        f"--profile embedded") from err
+
+
+# ------------------------------------------------------------------------------- staging
+
+
+def _ts_array(ms: np.ndarray) -> pa.Array:
+    return pa.array(np.asarray(ms, dtype=np.int64), pa.timestamp("ms", tz="UTC")).cast(
+        pa.timestamp("us", tz="UTC"))
+
+
+def _check_vectors(name: str, values: pa.Array, dim: int) -> np.ndarray:
+    """Flattened ``(N, dim)`` float32 matrix, or a UserError saying which rows are bad."""
+    values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+    lengths = pc.list_value_length(values).to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero(lengths != dim)
+    if len(bad):
+        raise UserError(f"{name}: {len(bad)} rows do not have {dim} values (first row index "
+                        f"{int(bad[0])}); fix the input before staging")
+    mat = np.asarray(pc.list_flatten(values).to_numpy(zero_copy_only=False),
+                     dtype=np.float32).reshape(-1, dim)
+    nonfinite = int((~np.isfinite(mat)).any(axis=1).sum())
+    if nonfinite:
+        raise UserError(f"{name}: {nonfinite} rows hold NaN/inf; fix the input before staging")
+    return mat
+
+
+def _write_source(profile: FeatureProfile, name: str, table: pa.Table) -> int:
+    """Replace one batch source with ``table`` (Parquet file or PostgreSQL table)."""
+    if profile.kind == "embedded":
+        profile.offline_dir.mkdir(parents=True, exist_ok=True)
+        final = profile.offline_dir / f"{name}.parquet"
+        tmp = final.with_suffix(".parquet.tmp")
+        pq.write_table(table, tmp)
+        os.replace(tmp, final)
+        return table.num_rows
+    ensure_offline_tables(profile)
+    qualified = f'"{profile.pg_schema}"."{profile.table_prefix}{name}"'
+    cols = ", ".join(f'"{c}"' for c in table.column_names)
+    rows = table.to_pylist()
+    with _pg_connect(profile) as conn:
+        with conn.transaction():
+            conn.execute(f"TRUNCATE {qualified}")
+            with conn.cursor() as cur:
+                with cur.copy(f"COPY {qualified} ({cols}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row([row[c] for c in table.column_names])
+    return table.num_rows
+
+
+def stage_items(profile: FeatureProfile, items_path: Path | str,
+                as_of: datetime | None = None) -> int:
+    """Stage ``items.parquet`` (ITEM_SCHEMA; or a dataset directory holding one) as the
+    ``item_content`` source, stamped ``as_of`` (default: 2000-01-01, i.e. always valid)."""
+    path = Path(items_path)
+    if path.is_dir():
+        path = path / "items.parquet"
+    if not path.exists():
+        raise UserError(f"{path} does not exist; pass items.parquet or a dataset directory")
+    items = pq.read_table(path)
+    for col in ("item_id", "content_emb"):
+        if col not in items.column_names:
+            raise UserError(f"{path} lacks column {col!r}: not an items table")
+    emb = _check_vectors(f"{path} content_emb", items.column("content_emb"), ITEM_EMB_DIM)
+    stamp = as_of or datetime(2000, 1, 1, tzinfo=UTC)
+    n = items.num_rows
+    topic = (items.column("topic").cast(pa.int32()) if "topic" in items.column_names
+             else pa.nulls(n, pa.int32()))
+    table = pa.table({
+        "item_id": items.column("item_id").cast(pa.int64()),
+        "content_emb": pa.array(list(emb), type=pa.list_(pa.float32())),
+        "topic": topic,
+        "event_timestamp": _ts_array(np.full(n, int(stamp.timestamp() * 1000))),
+    })
+    return _write_source(profile, "item_content", table)
+
+
+def stage_user_embeddings(profile: FeatureProfile, path: Path | str) -> int:
+    """Stage daily batch user embeddings as the ``user_batch_embedding`` source.
+
+    ``path``: a Parquet file or a directory of them (e.g. the PinnerFormer job's
+    ``user_embeddings/date=YYYY-MM-DD/part-*.parquet``) with columns ``user_id``,
+    ``event_timestamp`` (the day the row is valid from) and ``user_emb`` (32 float32);
+    ``created_timestamp`` is optional.
+    """
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+    if not files:
+        raise UserError(f"{path} holds no Parquet files of user embeddings")
+    table = pa.concat_tables(
+        pq.read_table(f, columns=None).select(
+            [c for c in ("user_id", "event_timestamp", "user_emb", "created_timestamp")
+             if c in pq.read_schema(f).names]) for f in files)
+    for col in ("user_id", "event_timestamp", "user_emb"):
+        if col not in table.column_names:
+            raise UserError(f"{path} lacks column {col!r}; expected (user_id, event_timestamp, "
+                            f"user_emb[{USER_EMB_DIM}])")
+    emb = _check_vectors(f"{path} user_emb", table.column("user_emb"), USER_EMB_DIM)
+    stamp = table.column("event_timestamp").cast(pa.timestamp("us", tz="UTC"))
+    created = (table.column("created_timestamp").cast(pa.timestamp("us", tz="UTC"))
+               if "created_timestamp" in table.column_names else stamp)
+    out = pa.table({
+        "user_id": table.column("user_id").cast(pa.int64()),
+        "user_emb": pa.array(list(emb), type=pa.list_(pa.float32())),
+        "event_timestamp": stamp,
+        "created_timestamp": created,
+    })
+    return _write_source(profile, "user_batch_embedding", out)
+
+
+def materialize(profile: FeatureProfile, end: datetime | None = None,
+                start: datetime | None = None,
+                views: list[str] | None = None) -> dict[str, Any]:
+    """Load the batch views (item content, user embeddings) into the online store.
+
+    Views whose source was never staged (embedded: no Parquet file yet) are skipped and
+    reported, not failed: ``{"materialized": [...], "skipped": {view: reason}}``.
+    """
+    from features.names import ITEM_VIEW, USER_EMB_VIEW
+
+    sources = {ITEM_VIEW: "item_content", USER_EMB_VIEW: "user_batch_embedding"}
+    wanted = views or [ITEM_VIEW, USER_EMB_VIEW]
+    unknown = [v for v in wanted if v not in sources]
+    if unknown:
+        raise UserError(f"cannot materialise {unknown}: only {sorted(sources)} are batch views "
+                        f"(the realtime sequence is written by the stream processor)")
+    skipped: dict[str, str] = {}
+    if profile.kind == "embedded":
+        for view in wanted:
+            if not (profile.offline_dir / f"{sources[view]}.parquet").exists():
+                skipped[view] = (f"source {sources[view]} not staged yet; run `transact "
+                                 f"features stage`")
+    todo = [v for v in wanted if v not in skipped]
+    if todo:
+        end = end or datetime.now(UTC) + timedelta(days=1)
+        start = start or datetime(1999, 12, 31, tzinfo=UTC)
+        profile.feature_store().materialize(start_date=start, end_date=end, feature_views=todo)
+    return {"materialized": todo, "skipped": skipped}
+
+
+def push_sequences(store: Any, user_ids: np.ndarray, sequences: np.ndarray) -> int:
+    """Upsert users' full sequences into the Feast online store through the push source.
+
+    ``sequences``: ``(U, L)`` :data:`~features.sequence.SEQ_RECORD`. Idempotent (full state).
+    """
+    from features.names import SEQUENCE_PUSH_SOURCE
+
+    if len(user_ids) == 0:
+        return 0
+    from feast.data_source import PushMode
+
+    newest = sequences["ts"][:, 0]
+    lengths = (sequences["action"] != 0).sum(axis=1).astype(np.int64)
+
+    def rows(values: np.ndarray) -> list[np.ndarray]:  # each user's actions, no padding
+        return [row[:n] for row, n in zip(values, lengths.tolist(), strict=True)]
+
+    frame = pd.DataFrame({
+        "user_id": np.asarray(user_ids, dtype=np.int64),
+        "seq_item_ids": rows(sequences["item_id"]),
+        "seq_action_types": rows(sequences["action"].astype(np.int32)),
+        "seq_timestamps_ms": rows(sequences["ts"]),
+        "seq_len": lengths,
+        "event_timestamp": pd.to_datetime(newest, unit="ms", utc=True),
+    })
+    store.push(SEQUENCE_PUSH_SOURCE, frame, to=PushMode.ONLINE)
+    return len(frame)
+
+
+def teardown(profile: FeatureProfile) -> None:
+    """Remove everything this profile wrote (tests, ``features teardown``): the Redis database
+    keys under the profile's prefix and Feast project keys, the PostgreSQL schema, the
+    local files."""
+    import shutil
+
+    if profile.kind == "production":
+        client = profile.redis_client()
+        for key in client.scan_iter(match=f"{profile.key_prefix}*", count=1000):
+            client.delete(key)
+        suffix = profile.project.encode()
+        batch = [k for k in client.scan_iter(count=1000) if k.endswith(suffix)]
+        for lo in range(0, len(batch), 1000):
+            client.delete(*batch[lo : lo + 1000])
+        with _pg_connect(profile) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{profile.pg_schema}" CASCADE')
+    shutil.rmtree(profile.root, ignore_errors=True)

@@ -116,6 +116,16 @@ def test_fraction_split_follows_the_events_not_the_calendar(tiny_dataset, tmp_pa
         ExampleConfig(test_fraction=0.1).validate()
 
 
+def test_start_ms_skips_early_requests_but_keeps_their_history(tiny_dataset, tmp_path):
+    events = [(d + 1, 1, d + 1, CLICK, T0_MS + d * DAY_MS + HOUR_MS) for d in range(6)]
+    ds = tiny_dataset(events)
+    cfg = ExampleConfig(test_days=1, val_days=1, start_ms=T0_MS + 3 * DAY_MS)
+    stats = build_examples(ds, tmp_path / "ex", cfg)
+    assert stats.examples_before_start == 3 and stats.total == 3
+    first_kept = row_of(all_examples(tmp_path / "ex"), 4, T0_MS + 3 * DAY_MS + HOUR_MS)
+    assert first_kept["seq_item_ids"][:4] == [3, 2, 1, 0]
+
+
 def test_default_user_embedding_is_mean_of_positives_before_the_day(tiny_dataset, tmp_path):
     day = T0_MS + 4 * DAY_MS
     events = [

@@ -67,6 +67,8 @@ class ExampleConfig:
     impressions that got no engagement (the paper down-samples negatives); the choice is a
     deterministic hash of ``event_id`` and the number dropped is counted. ``user_emb_path``: a
     daily user-embedding Parquet (file or directory) to use instead of the mean-positive default.
+    ``start_ms``: no examples for requests before it (their events still form later histories;
+    the number skipped is counted), e.g. the first day a daily user embedding exists.
     """
 
     seq_len: int = SEQ_LEN
@@ -76,6 +78,7 @@ class ExampleConfig:
     val_fraction: float | None = None
     skip_keep_rate: float = 1.0
     user_emb_path: str | None = None
+    start_ms: int | None = None
     rows_per_chunk: int = 100_000
 
     def validate(self) -> None:
@@ -103,6 +106,7 @@ class ExampleStats:
     positives: dict[str, dict[str, int]] = field(default_factory=dict)
     split_boundaries_ms: dict[str, int] = field(default_factory=dict)
     skips_dropped: int = 0
+    examples_before_start: int = 0
     examples_without_history: int = 0
     users_without_user_emb: int = 0
     seq_len_mean: float = 0.0
@@ -380,6 +384,10 @@ def build_examples(
             if not keep.all():
                 events = events.filter(pa.array(keep))
             for examples in iter_example_chunks(events, item_emb, cfg, daily):
+                if cfg.start_ms is not None:
+                    early = examples.column("request_time_ms").to_numpy() < cfg.start_ms
+                    stats.examples_before_start += int(early.sum())
+                    examples = examples.filter(pa.array(~early))
                 req_ts = examples.column("request_time_ms").to_numpy()
                 split_of = np.where(req_ts >= test_start, 2, np.where(req_ts >= val_start, 1, 0))
                 seq_lengths = examples.column("seq_len").to_numpy()

@@ -71,27 +71,25 @@ def demo(
     console.print("  events suite: all expectations met")
     _done(t)
 
-    user_emb_path = None
-    try:
-        from features.demo import run_feature_demo
-    except ImportError:
-        run_feature_demo = None
-    if run_feature_demo is not None:
-        t = _step("3. features (embedded profile): stream → processor → Feast, PinnerFormer")
-        feature_summary = run_feature_demo(dataset, workdir / "features", seed=seed)
-        user_emb_path = feature_summary.get("user_embeddings_path")
-        console.print_json(json.dumps(feature_summary, default=str))
-        _done(t)
+    from features.demo import run_feature_demo
+
+    t = _step("3. features (embedded profile): stream → processor → Feast, PinnerFormer")
+    feature_summary = run_feature_demo(dataset, workdir / "features", seed=seed)
+    console.print_json(json.dumps(feature_summary, default=str))
+    _done(t)
 
     t = _step("4. training examples")
     examples = workdir / f"examples_{source}"
     # MovieLens activity is uneven over its 7 months: split by event share, not by calendar
     split = ({"test_fraction": 0.1, "val_fraction": 0.1} if source == "movielens"
              else {"test_days": 2, "val_days": 1})
-    stats = build_examples(dataset, examples,
-                           ExampleConfig(user_emb_path=user_emb_path, **split), progress=True)
+    # the ranker trains where the daily PinnerFormer embedding exists (the hybrid model)
+    cfg = ExampleConfig(user_emb_path=feature_summary["user_embeddings_path"],
+                        start_ms=feature_summary["first_embedding_day_ms"], **split)
+    stats = build_examples(dataset, examples, cfg, progress=True)
     console.print(f"  {stats.examples} examples in {stats.elapsed_s:.1f} s; mean sequence "
-                  f"length {stats.seq_len_mean:.1f}")
+                  f"length {stats.seq_len_mean:.1f}; {stats.examples_before_start:,} impressions "
+                  f"before the first daily embedding serve as history only")
     _done(t)
 
     t = _step("5. validate examples (Great Expectations, leakage)")

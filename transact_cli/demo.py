@@ -39,7 +39,9 @@ def demo(
     users: int = typer.Option(1500, min=10, help="Synthetic users."),
     days: int = typer.Option(14, min=5, help="Synthetic days."),
     seed: int = typer.Option(0, help="Seed for data and training."),
-    epochs: int = typer.Option(2, min=1, help="Training epochs."),
+    epochs: int = typer.Option(1, min=1, help="Training epochs."),
+    embedding_steps: int = typer.Option(150, min=1, help="PinnerFormer training steps."),
+    max_train_examples: int = typer.Option(60_000, min=100, help="Ranker training rows."),
 ) -> None:
     """Run the whole pipeline on the embedded default, end to end."""
     from transact.data.dataset import read_events
@@ -74,7 +76,8 @@ def demo(
     from features.demo import run_feature_demo
 
     t = _step("3. features (embedded profile): stream → processor → Feast, PinnerFormer")
-    feature_summary = run_feature_demo(dataset, workdir / "features", seed=seed)
+    feature_summary = run_feature_demo(dataset, workdir / "features", seed=seed,
+                                       train_steps=embedding_steps)
     console.print_json(json.dumps(feature_summary, default=str))
     _done(t)
 
@@ -99,12 +102,10 @@ def demo(
                   "its request time")
     _done(t)
 
-    try:
-        from training.demo import run_training_demo
-    except ImportError:
-        run_training_demo = None
-    if run_training_demo is not None:
-        t = _step("6. train TransAct and the no-sequence baseline")
-        run_training_demo(examples, workdir / "models", seed=seed, epochs=epochs)
-        _done(t)
+    from training.demo import run_training_demo
+
+    t = _step("6. train TransAct and the no-sequence baseline")
+    run_training_demo(examples, workdir / "models", seed=seed, epochs=epochs,
+                      max_train_examples=max_train_examples)
+    _done(t)
     console.print(Rule(f"[bold green]demo finished in {time.perf_counter() - total:.0f} s"))

@@ -32,12 +32,9 @@ def _register() -> None:
     from features.cli import app as features_app
 
     app.add_typer(features_app, name="features")
-    try:
-        from training.cli import app as training_app
-    except ImportError:  # pragma: no cover
-        training_app = None
-    if training_app is not None:
-        app.add_typer(training_app, name="train")
+    from training.cli import app as training_app
+
+    app.add_typer(training_app, name="train")
     from transact_cli import demo
 
     app.command("demo")(demo.demo)

@@ -1,0 +1,81 @@
+"""The experiment runner writes the paper-style table; the CLI trains and saves an artifact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from training.cli import app
+from training.experiments import (
+    BASELINE,
+    experiment_base_config,
+    paired_bootstrap,
+    run_experiments,
+    select_variants,
+)
+from training.train import load_training_data
+from transact.errors import UserError
+from transact.metrics import HitAtK
+from transact.model.artifact import load_model
+
+
+def test_variant_selection_always_includes_the_baseline() -> None:
+    names = [v.name for v in select_variants(["transact", "batch_emb_only"])]
+    assert names == [BASELINE, "transact"]
+    with pytest.raises(UserError, match="unknown variants"):
+        select_variants(["transformer_xl"])
+
+
+def test_paired_bootstrap_flags_a_clear_change_only() -> None:
+    ids = np.arange(400)
+    base = HitAtK(0.25, 400, ids, np.tile([0.0, 0.0, 0.0, 1.0], 100))
+    better = HitAtK(0.5, 400, ids, np.tile([0.0, 1.0, 0.0, 1.0], 100))
+    point, low, high = paired_bootstrap(better, base)
+    assert point == pytest.approx(1.0) and low > 0
+    _, low, high = paired_bootstrap(base, base)
+    assert low <= 0 <= high
+
+
+@pytest.mark.slow
+def test_runner_writes_the_table_with_its_command(tmp_path: Path,
+                                                  controlled_examples: Path) -> None:
+    base = experiment_base_config()
+    base.max_train_examples, base.eval_every_steps, base.max_eval_requests = 1500, 100, 200
+    out = tmp_path / "docs" / "experiments_controlled.md"
+    results = run_experiments(load_training_data(controlled_examples), "controlled", out,
+                              "transact train experiments X --source controlled",
+                              variants=["transact", "bst_all"], base=base)
+    assert [r.name for r in results] == [BASELINE, "bst_all", "transact"]
+    text = out.read_text()
+    assert "transact train experiments X --source controlled" in text
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert len(rows) == 3 and rows[0].startswith(f"| `{BASELINE}`")
+    assert "+9.40% / -14.86%" in rows[2]  # the paper's numbers next to ours
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert set(saved) == {BASELINE, "bst_all", "transact"}
+    assert 0.0 <= saved["transact"][0]["test"]["hit3_save"] <= 1.0
+
+
+@pytest.mark.slow
+def test_cli_fit_writes_a_loadable_artifact(tmp_path: Path, controlled_examples: Path) -> None:
+    out = tmp_path / "model"
+    result = CliRunner().invoke(app, [
+        "fit", str(controlled_examples), "--out", str(out), "--max-steps", "5",
+        "--batch-size", "64", "--no-progress", "--label-weights",
+        "[[1, 0.5, 0], [0, 1, 0], [0, 0, 1]]"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["steps"] == 5
+    artifact = load_model(out)
+    assert artifact.config.loss.label_weights == [[1, 0.5, 0], [0, 1, 0], [0, 0, 1]]
+    assert artifact.metadata["test"]["hit3_save"] == summary["test"]["hit3_save"]
+
+
+def test_cli_reports_a_missing_examples_dir_as_a_user_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["fit", str(tmp_path / "nope"), "--no-progress"])
+    assert isinstance(result.exception, UserError)
+    assert "no train/ split" in str(result.exception)

@@ -1,0 +1,106 @@
+"""``transact train ...``: fit one model, or run the offline experiment table.
+
+The lead mounts :data:`app` as the ``train`` sub-command of the ``transact`` CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+from transact.model.artifact import save_model
+from transact.model.config import EncoderConfig, LossConfig, ModelConfig, RankerConfig
+from transact.runtime import quiet_telemetry
+
+app = typer.Typer(help="Train the ranking model and run offline experiments.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def _command_line() -> str:
+    return "transact train " + " ".join(shlex.quote(a) for a in sys.argv[2:]) \
+        if len(sys.argv) > 1 and sys.argv[1] == "train" else " ".join(
+            shlex.quote(a) for a in sys.argv)
+
+
+@app.command()
+def fit(
+    examples_dir: Path = typer.Argument(..., help="examples directory (train/ val/ test/ "
+                                        "items.parquet) from `transact data examples`"),
+    out: Path = typer.Option(Path("artifacts/model"), help="where to write the model artifact"),
+    encoder: str = typer.Option("transformer", help="none|avg|transformer|cnn|rnn|lstm"),
+    fusion: str = typer.Option("concat", help="concat (TransAct) or append (BST)"),
+    seq_len: int = typer.Option(100, help="use the newest SEQ_LEN actions"),
+    no_batch_emb: bool = typer.Option(False, help="drop the batch user embedding"),
+    no_window_mask: bool = typer.Option(False, help="turn the random time-window mask off"),
+    epochs: int = typer.Option(2, help="maximum passes over the training rows"),
+    max_steps: int | None = typer.Option(None, help="cap on optimizer steps"),
+    batch_size: int = typer.Option(512),
+    lr: float = typer.Option(1e-3),
+    seed: int = typer.Option(0),
+    negative_keep_rate: float = typer.Option(1.0, help="keep rows without positives with this "
+                                             "probability (negative down-sampling)"),
+    max_train_examples: int | None = typer.Option(None),
+    max_eval_requests: int | None = typer.Option(None),
+    user_weighting: str = typer.Option("uniform", help="uniform|inverse_sqrt_activity"),
+    label_weights: str | None = typer.Option(
+        None, help="3x3 JSON matrix M (heads x labels: click, save, hide)"),
+    progress: bool = typer.Option(True, help="show a progress bar"),
+) -> None:
+    """Train one model; write the artifact and print validation/test metrics as JSON."""
+    quiet_telemetry()
+    from training.train import TrainConfig, load_training_data, train_model
+    from transact.errors import UserError
+
+    try:
+        matrix = json.loads(label_weights) if label_weights else None
+    except json.JSONDecodeError as err:
+        raise UserError(f"--label-weights is not JSON: {err}") from err
+    model_cfg = ModelConfig(
+        ranker=RankerConfig(
+            encoder=EncoderConfig(kind=encoder, fusion=fusion, seq_len=seq_len,
+                                  time_window_mask=not no_window_mask),
+            use_batch_user_emb=not no_batch_emb,
+            use_sequence_stats=encoder != "none"),
+        loss=LossConfig(label_weights=matrix, user_weighting=user_weighting))
+    cfg = TrainConfig(model=model_cfg, seed=seed, batch_size=batch_size, lr=lr,
+                      max_epochs=epochs, max_steps=max_steps,
+                      negative_keep_rate=negative_keep_rate,
+                      max_train_examples=max_train_examples,
+                      max_eval_requests=max_eval_requests, progress=progress)
+    result = train_model(cfg, load_training_data(examples_dir))
+    save_model(result.model, model_cfg, out, metadata={
+        "examples_dir": str(examples_dir), "command": _command_line(), **result.summary()})
+    typer.echo(json.dumps({"artifact": str(out), **result.summary()}, indent=1, default=float))
+
+
+@app.command()
+def experiments(
+    examples_dir: Path = typer.Argument(..., help="examples directory of one data source"),
+    source: str = typer.Option(..., help="data source name, used in the table file name"),
+    out: Path | None = typer.Option(None, help="table path (default docs/experiments_"
+                                    "<source>.md)"),
+    variants: str | None = typer.Option(None, help="comma-separated subset (default: all)"),
+    seeds: int = typer.Option(1, help="training seeds per variant"),
+    max_train_examples: int | None = typer.Option(None, help="override the budget"),
+    epochs: int | None = typer.Option(None, help="override the budget"),
+    progress: bool = typer.Option(True),
+) -> None:
+    """Train every variant on the same data, seeds and budget; write the paper-style table."""
+    quiet_telemetry()
+    from training.experiments import experiment_base_config, run_experiments
+    from training.train import load_training_data
+
+    base = experiment_base_config()
+    if max_train_examples is not None:
+        base.max_train_examples = max_train_examples
+    if epochs is not None:
+        base.max_epochs = epochs
+    out = out or Path("docs") / f"experiments_{source}.md"
+    chosen = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
+    results = run_experiments(load_training_data(examples_dir), source, out, _command_line(),
+                              variants=chosen, base=base, seeds=seeds, progress=progress)
+    typer.echo(f"wrote {out} ({len(results)} variants)")

@@ -1,0 +1,325 @@
+"""A plain PyTorch training loop: ``train_model(cfg, data) -> TrainResult``.
+
+A pure function of its config and data (no globals read, no files written), so that a Ray Train
+worker can call it unchanged. Seeded: the same ``TrainConfig.seed`` on the same data and thread
+count gives the same weights and metrics (parameter init and dropout via ``torch.manual_seed``,
+the epoch order via a numpy ``Generator``, the time-window mask via its own ``torch.Generator``).
+
+Data: example splits as written by :func:`transact.data.examples.build_examples`
+(``examples/{train,val,test}/part-*.parquet`` + ``examples/items.parquet``), read once with
+pyarrow into numpy (:class:`transact.model.features.ExampleArrays`); batches are gathered
+with vectorised numpy indexing.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from transact.data.dataset import item_embedding_table, read_items
+from transact.errors import UserError
+from transact.metrics import DEFAULT_UTILITY, HitAtK, ranking_metrics_detail
+from transact.model.config import ConfigError, ModelConfig
+from transact.model.features import ExampleArrays, collate, read_examples
+from transact.model.loss import multitask_loss, user_weights
+from transact.model.ranker import Pinnability
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation budget and seeds. ``max_steps`` caps the total number of Adam steps
+    (``None``: ``max_epochs`` full passes). Early stopping: evaluate the validation loss every
+    ``eval_every_steps`` (``None``: once per epoch) and stop after ``patience`` evaluations
+    without improvement; the best weights are kept."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    seed: int = 0
+    batch_size: int = 512
+    eval_batch_size: int = 2048
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    max_epochs: int = 2
+    max_steps: int | None = None
+    eval_every_steps: int | None = None
+    patience: int = 2
+    #: what early stopping watches on the validation split: ``auc`` (mean AUC over heads,
+    #: higher is better; robust to negative down-sampling, which biases the loss) or ``loss``
+    early_stopping: str = "auc"
+    #: keep each training row without any positive label with this probability (the paper
+    #: down-samples negatives); seeded, applied before ``max_train_examples``
+    negative_keep_rate: float = 1.0
+    #: train on a seeded random subset of this many rows (None: all)
+    max_train_examples: int | None = None
+    #: form batches of rows with similar sequence lengths (shuffled batch order), so that a
+    #: batch is only as long as its longest sequence: same rows per epoch, far less padding
+    bucket_by_length: bool = True
+    #: evaluate on a seeded random subset of this many requests (whole requests; None: all)
+    max_eval_requests: int | None = None
+    #: intra-op threads; 1 is fastest on a shared 2-core machine (2 threads were measured 20x
+    #: slower there, OpenMP workers spinning against other processes)
+    num_threads: int = 1
+    utility: tuple[float, ...] = DEFAULT_UTILITY
+    progress: bool = False
+
+    def validate(self) -> TrainConfig:
+        self.model.validate()
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ConfigError("batch sizes must be >= 1")
+        if self.max_epochs < 1 or (self.max_steps is not None and self.max_steps < 1):
+            raise ConfigError("max_epochs and max_steps must be >= 1")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 < self.negative_keep_rate <= 1.0:
+            raise ConfigError(f"negative_keep_rate must be in (0, 1], got "
+                              f"{self.negative_keep_rate}")
+        if self.early_stopping not in ("auc", "loss"):
+            raise ConfigError(f"early_stopping must be 'auc' or 'loss', got "
+                              f"{self.early_stopping!r}")
+        if self.patience < 1:
+            raise ConfigError("patience must be >= 1")
+        return self
+
+
+@dataclass
+class TrainData:
+    """Example splits (``test`` optional) and the ``(max_item_id + 1, E)`` item table."""
+
+    train: ExampleArrays
+    val: ExampleArrays
+    test: ExampleArrays | None
+    item_table: np.ndarray
+    source: str = ""
+
+
+def load_training_data(examples_dir: Path | str) -> TrainData:
+    """Read ``examples_dir/{train,val,test}`` and ``examples_dir/items.parquet``."""
+    examples_dir = Path(examples_dir)
+    if not (examples_dir / "train").is_dir():
+        raise UserError(f"{examples_dir} holds no train/ split; build examples first with "
+                        f"`transact data examples DATASET_DIR OUT_DIR`")
+    items_path = examples_dir / "items.parquet"
+    if not items_path.exists():
+        raise UserError(f"{items_path} is missing: the examples directory must carry the "
+                        f"dataset's items.parquet")
+    test_dir = examples_dir / "test"
+    has_test = test_dir.is_dir() and any(test_dir.glob("part-*.parquet"))
+    return TrainData(
+        train=read_examples(examples_dir / "train"),
+        val=read_examples(examples_dir / "val"),
+        test=read_examples(test_dir) if has_test else None,
+        item_table=item_embedding_table(read_items(examples_dir)),
+        source=examples_dir.name,
+    )
+
+
+@dataclass
+class TrainResult:
+    """The trained model (best validation weights, eval mode) and what happened."""
+
+    model: Pinnability
+    config: TrainConfig
+    val_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    history: list[dict[str, float]]
+    steps: int
+    best_step: int
+    train_seconds: float
+    examples_per_s: float
+    n_parameters: int
+    test_hits: dict[str, HitAtK] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {"steps": self.steps, "best_step": self.best_step,
+                "train_seconds": round(self.train_seconds, 2),
+                "examples_per_s": round(self.examples_per_s, 1),
+                "n_parameters": self.n_parameters,
+                "val": self.val_metrics, "test": self.test_metrics}
+
+
+def subsample_requests(examples: ExampleArrays, max_requests: int | None, seed: int
+                       ) -> ExampleArrays:
+    """Keep whole requests: a seeded random subset of ``max_requests`` request ids."""
+    if max_requests is None:
+        return examples
+    requests = np.unique(examples.request_id)
+    if len(requests) <= max_requests:
+        return examples
+    chosen = np.random.default_rng(seed).choice(requests, size=max_requests, replace=False)
+    return examples.take(np.flatnonzero(np.isin(examples.request_id, chosen)))
+
+
+@torch.no_grad()
+def predict_probs(model: Pinnability, examples: ExampleArrays, item_table: np.ndarray,
+                  batch_size: int = 2048) -> np.ndarray:
+    """Head probabilities ``(N, H)`` in eval mode."""
+    was_training = model.training
+    model.eval()
+    buckets = model.cfg.item_id_buckets
+    # rows sorted by sequence length: each batch is only as long as its longest sequence
+    order = np.argsort(sequence_lengths(examples), kind="stable")
+    probs = np.zeros((len(examples), len(model.cfg.heads)), np.float32)
+    for start in range(0, len(examples), batch_size):
+        idx = order[start:start + batch_size]
+        probs[idx] = torch.sigmoid(model(collate(examples, idx, item_table, buckets))).numpy()
+    model.train(was_training)
+    return probs
+
+
+def sequence_lengths(examples: ExampleArrays) -> np.ndarray:
+    """``(N,)`` number of real actions strictly before each request."""
+    return ((examples.seq_action_types > 0)
+            & (examples.seq_timestamps_ms < examples.request_time_ms[:, None])).sum(axis=1)
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                  bucket_by_length: bool, chunk_batches: int = 64) -> list[np.ndarray]:
+    """Row-index batches of one epoch: a seeded permutation; with ``bucket_by_length``, each
+    chunk of ``chunk_batches`` batches is sorted by sequence length before cutting, and the
+    batch order is shuffled."""
+    order = rng.permutation(len(lengths))
+    if not bucket_by_length:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    chunk = batch_size * chunk_batches
+    batches = []
+    for start in range(0, len(order), chunk):
+        rows = order[start:start + chunk]
+        rows = rows[np.argsort(lengths[rows], kind="stable")]
+        batches += [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def evaluate(model: Pinnability, examples: ExampleArrays, item_table: np.ndarray,
+             label_weights: torch.Tensor, batch_size: int = 2048,
+             utility: tuple[float, ...] = DEFAULT_UTILITY
+             ) -> tuple[dict[str, float], dict[str, HitAtK]]:
+    """Metrics (``loss`` + :func:`transact.metrics.ranking_metrics`) and per-request hits."""
+    probs = predict_probs(model, examples, item_table, batch_size)
+    logits = torch.logit(torch.from_numpy(probs).double().clamp(1e-7, 1 - 1e-7))
+    loss = float(multitask_loss(logits, torch.from_numpy(examples.labels).double(),
+                                label_weights.double()))
+    metrics, hits = ranking_metrics_detail(examples.request_id, probs, examples.labels, utility)
+    return {"loss": loss, **metrics}, hits
+
+
+def train_model(cfg: TrainConfig, data: TrainData) -> TrainResult:
+    """Train a :class:`Pinnability` with Adam; returns validation and test metrics."""
+    cfg.validate()
+    if len(data.train) == 0 or len(data.val) == 0:
+        raise UserError("training needs non-empty train and val splits (got "
+                        f"{len(data.train)} / {len(data.val)} rows); use more days of data")
+    torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    model = Pinnability(cfg.model.ranker)
+    model.encoder.set_mask_seed(cfg.seed + 1)
+    label_weights = torch.tensor(cfg.model.loss.matrix(), dtype=torch.float32)
+
+    train = data.train
+    if cfg.negative_keep_rate < 1.0:
+        negative = train.labels.max(axis=1) == 0
+        keep = ~negative | (rng.random(len(train)) < cfg.negative_keep_rate)
+        train = train.take(np.flatnonzero(keep))
+    if cfg.max_train_examples is not None and len(train) > cfg.max_train_examples:
+        train = train.take(np.sort(rng.choice(len(train), cfg.max_train_examples,
+                                              replace=False)))
+    train = dataclasses.replace(
+        train, user_weight=user_weights(train.user_id, cfg.model.loss.user_weighting))
+    val = subsample_requests(data.val, cfg.max_eval_requests, cfg.seed)
+    test = None if data.test is None else subsample_requests(data.test, cfg.max_eval_requests,
+                                                             cfg.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = -(-len(train) // cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.max_epochs
+    if cfg.max_steps is not None:
+        total_steps = min(total_steps, cfg.max_steps)
+    eval_every = cfg.eval_every_steps or steps_per_epoch
+    buckets = cfg.model.ranker.item_id_buckets
+
+    history: list[dict[str, float]] = []
+    best_score, best_step, best_state, bad_evals = float("inf"), 0, None, 0
+    step, seen, train_seconds = 0, 0, 0.0
+    progress = _progress(cfg.progress, total_steps)
+    model.train()
+    stop = False
+    lengths = sequence_lengths(train)
+    while step < total_steps and not stop:
+        for rows in epoch_batches(lengths, cfg.batch_size, rng, cfg.bucket_by_length):
+            if step >= total_steps:
+                break
+            tick = time.perf_counter()
+            batch = collate(train, rows, data.item_table, buckets)
+            loss = multitask_loss(model(batch), batch.labels, label_weights, batch.user_weight)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            train_seconds += time.perf_counter() - tick
+            step += 1
+            seen += len(batch)
+            if progress is not None:
+                progress.update(step=step, loss=loss.item())
+            if step % eval_every == 0 or step == total_steps:
+                val_metrics, _ = evaluate(model, val, data.item_table, label_weights,
+                                          cfg.eval_batch_size, cfg.utility)
+                model.train()
+                history.append({"step": step, "train_loss": loss.item(),
+                                **{f"val_{k}": v for k, v in val_metrics.items()}})
+                score = _stopping_score(val_metrics, cfg.early_stopping)
+                if score < best_score - 1e-6:
+                    best_score, best_step, bad_evals = score, step, 0
+                    best_state = copy.deepcopy(model.state_dict())
+                else:
+                    bad_evals += 1
+                    if bad_evals >= cfg.patience:
+                        stop = True
+                        break
+    if progress is not None:
+        progress.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    val_metrics, _ = evaluate(model, val, data.item_table, label_weights, cfg.eval_batch_size,
+                              cfg.utility)
+    test_metrics, test_hits = ({}, {}) if test is None else evaluate(
+        model, test, data.item_table, label_weights, cfg.eval_batch_size, cfg.utility)
+    return TrainResult(
+        model=model, config=cfg, val_metrics=val_metrics, test_metrics=test_metrics,
+        history=history, steps=step, best_step=best_step, train_seconds=train_seconds,
+        examples_per_s=seen / train_seconds if train_seconds else 0.0,
+        n_parameters=sum(p.numel() for p in model.parameters()), test_hits=test_hits,
+    )
+
+
+def _stopping_score(metrics: dict[str, float], criterion: str) -> float:
+    """Lower is better: the validation loss, or minus the mean AUC over heads."""
+    if criterion == "loss":
+        return metrics["loss"]
+    aucs = [v for k, v in metrics.items() if k.startswith("auc_") and np.isfinite(v)]
+    return -float(np.mean(aucs)) if aucs else metrics["loss"]
+
+
+class _Progress:
+    def __init__(self, total: int) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}"
+                                  "/{task.total} steps"), TextColumn("loss {task.fields[loss]}"),
+                                  TimeRemainingColumn(), transient=True)
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=total, loss="-")
+
+    def update(self, step: int, loss: float) -> None:
+        self._progress.update(self._task, completed=step, loss=f"{loss:.4f}")
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def _progress(enabled: bool, total: int) -> _Progress | None:
+    return _Progress(total) if enabled else None

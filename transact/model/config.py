@@ -1,0 +1,203 @@
+"""Model configuration: the TransAct sequence encoder, the Pinnability ranker and its loss.
+
+Every config is a plain dataclass that round-trips through JSON (``to_dict`` / ``from_dict``) so
+a saved model describes itself (see :mod:`transact.model.artifact`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from transact.errors import UserError
+from transact.schema import HEADS, HOUR_MS, ITEM_EMB_DIM, SEQ_LEN, SURFACES, USER_EMB_DIM
+
+ENCODER_KINDS: tuple[str, ...] = ("none", "avg", "transformer", "cnn", "rnn", "lstm")
+FUSIONS: tuple[str, ...] = ("concat", "append")
+POSITIONAL: tuple[str, ...] = ("none", "learned")
+SEQUENCE_ACTION_FILTERS: tuple[str, ...] = ("all", "positive")
+USER_WEIGHTINGS: tuple[str, ...] = ("uniform", "inverse_sqrt_activity")
+
+#: Default time window of the random mask: 24 hours, as in the paper.
+DEFAULT_WINDOW_MS = 24 * HOUR_MS
+
+
+class ConfigError(UserError):
+    """A model / training configuration value is out of range or unknown."""
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of {list(choices)}")
+
+
+@dataclass
+class EncoderConfig:
+    """The realtime-sequence encoder (TransAct by default; baselines via ``kind``/``fusion``).
+
+    * ``kind``: ``transformer`` (TransAct), ``avg`` (mean of the tokens, the WDL baseline),
+      ``cnn``, ``rnn``, ``lstm`` or ``none`` (no sequence at all).
+    * ``fusion``: ``concat`` - every token is ``[action emb, item emb, candidate emb]`` (TransAct's
+      early fusion); ``append`` - tokens are ``[action emb, item emb]`` plus one extra candidate
+      token ``[0, candidate emb]`` (BST).
+    * ``seq_len``: keep only the newest ``seq_len`` usable actions (the sequence-length ablation).
+    * ``actions``: ``all`` or ``positive`` (click/save only: the "BST positive" baseline).
+    * ``first_k`` / ``max_pool``: output compression; the output has ``first_k + max_pool``
+      columns of width ``d_model`` (``(K+1)*d`` by default). ``avg`` ignores them (it is a pool).
+    * ``time_window_ms`` / ``time_window_mask``: the random time-window mask (training only).
+    """
+
+    kind: str = "transformer"
+    fusion: str = "concat"
+    action_emb_dim: int = 32
+    item_emb_dim: int = ITEM_EMB_DIM
+    seq_len: int = SEQ_LEN
+    actions: str = "all"
+    num_layers: int = 2
+    num_heads: int = 1
+    ffn_dim: int = 32
+    dropout: float = 0.1
+    positional: str = "none"
+    max_positions: int = SEQ_LEN + 1
+    first_k: int = 10
+    max_pool: bool = True
+    time_window_mask: bool = True
+    time_window_ms: int = DEFAULT_WINDOW_MS
+    cnn_kernel: int = 3
+
+    @property
+    def d_model(self) -> int:
+        """Width of one token: ``A + 2E`` for concat fusion, ``A + E`` for append."""
+        base = self.action_emb_dim + self.item_emb_dim
+        return base + self.item_emb_dim if self.fusion == "concat" else base
+
+    @property
+    def output_dim(self) -> int:
+        if self.kind == "none":
+            return 0
+        if self.kind == "avg":
+            return self.d_model
+        return (self.first_k + int(self.max_pool)) * self.d_model
+
+    def validate(self) -> None:
+        _check_choice("encoder.kind", self.kind, ENCODER_KINDS)
+        _check_choice("encoder.fusion", self.fusion, FUSIONS)
+        _check_choice("encoder.positional", self.positional, POSITIONAL)
+        _check_choice("encoder.actions", self.actions, SEQUENCE_ACTION_FILTERS)
+        if self.seq_len < 1:
+            raise ConfigError(f"encoder.seq_len must be >= 1, got {self.seq_len}")
+        if self.kind not in ("none", "avg") and self.first_k + int(self.max_pool) == 0:
+            raise ConfigError("output compression is empty: set first_k >= 1 or max_pool=true")
+        if self.first_k < 0:
+            raise ConfigError(f"encoder.first_k must be >= 0, got {self.first_k}")
+        if self.positional == "learned" and self.max_positions < self.seq_len + 1:
+            raise ConfigError("encoder.max_positions must be >= seq_len + 1 for learned positions")
+        if self.d_model % self.num_heads:
+            raise ConfigError(f"d_model {self.d_model} is not divisible by num_heads "
+                              f"{self.num_heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"encoder.dropout must be in [0, 1), got {self.dropout}")
+        if self.time_window_ms < 0:
+            raise ConfigError("encoder.time_window_ms must be >= 0")
+
+
+@dataclass
+class LossConfig:
+    """Point-wise multi-task BCE with a label-weight matrix ``M`` and a per-user weight ``w_u``.
+
+    ``label_weights[h][l]`` (heads x labels, both in :data:`transact.schema.HEADS` order) says how
+    much label ``l`` counts as a positive for head ``h``; ``None`` means the identity. See
+    :func:`transact.model.loss.multitask_loss` for exactly how it enters. ``user_weighting``:
+    ``uniform`` (``w_u = 1``) or ``inverse_sqrt_activity`` (``w_u`` proportional to
+    ``1/sqrt(#training examples of u)``, normalised to mean 1 over the training rows, so heavy
+    users do not dominate).
+    """
+
+    label_weights: list[list[float]] | None = None
+    user_weighting: str = "uniform"
+
+    def matrix(self) -> list[list[float]]:
+        if self.label_weights is None:
+            return [[float(h == lab) for lab in range(len(HEADS))] for h in range(len(HEADS))]
+        return [list(map(float, row)) for row in self.label_weights]
+
+    def validate(self) -> None:
+        _check_choice("loss.user_weighting", self.user_weighting, USER_WEIGHTINGS)
+        m = self.matrix()
+        if len(m) != len(HEADS) or any(len(row) != len(HEADS) for row in m):
+            raise ConfigError(f"loss.label_weights must be {len(HEADS)}x{len(HEADS)} "
+                              f"(heads x labels, order {list(HEADS)})")
+        if any(v < 0 for row in m for v in row):
+            raise ConfigError("loss.label_weights entries must be >= 0")
+        for h, row in enumerate(m):
+            if not any(v > 0 for v in row):
+                raise ConfigError(f"head {HEADS[h]!r} has no positive label in label_weights")
+
+
+@dataclass
+class RankerConfig:
+    """The Pinnability ranker: features -> full-rank DCN v2 cross layers -> MLP -> head logits."""
+
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    use_batch_user_emb: bool = True
+    #: numeric features derived from the realtime sequence (counts, recency); off for the
+    #: "no realtime" variants so that they see nothing of the realtime sequence
+    use_sequence_stats: bool = True
+    user_emb_dim: int = USER_EMB_DIM
+    item_emb_dim: int = ITEM_EMB_DIM
+    n_surfaces: int = len(SURFACES)
+    surface_emb_dim: int = 8
+    item_id_buckets: int = 4096
+    item_id_emb_dim: int = 16
+    hour_emb_dim: int = 8
+    #: normalise x0 before the cross layers: ``none`` or ``layer`` (LayerNorm over x0)
+    input_norm: str = "none"
+    n_cross_layers: int = 2
+    mlp_dims: list[int] = field(default_factory=lambda: [256, 128])
+    dropout: float = 0.1
+    heads: list[str] = field(default_factory=lambda: list(HEADS))
+
+    def validate(self) -> None:
+        self.encoder.validate()
+        if list(self.heads) != list(HEADS):
+            raise ConfigError(f"heads must be {list(HEADS)} (the label columns of the examples)")
+        _check_choice("ranker.input_norm", self.input_norm, ("none", "layer"))
+        if self.n_cross_layers < 0 or any(d < 1 for d in self.mlp_dims):
+            raise ConfigError("n_cross_layers must be >= 0 and every mlp_dims entry >= 1")
+        if self.item_id_buckets < 1:
+            raise ConfigError("item_id_buckets must be >= 1")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model: the ranker (with its encoder) and the loss."""
+
+    ranker: RankerConfig = field(default_factory=RankerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def validate(self) -> ModelConfig:
+        self.ranker.validate()
+        self.loss.validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        try:
+            ranker = dict(data.get("ranker", {}))
+            encoder = EncoderConfig(**_known(EncoderConfig, ranker.pop("encoder", {})))
+            ranker_cfg = RankerConfig(encoder=encoder, **_known(RankerConfig, ranker))
+            loss_cfg = LossConfig(**_known(LossConfig, data.get("loss", {})))
+        except TypeError as err:
+            raise ConfigError(f"malformed model config: {err}") from err
+        return cls(ranker=ranker_cfg, loss=loss_cfg).validate()
+
+
+def _known(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} keys {unknown}; known: {sorted(names)}")
+    return {k: v for k, v in values.items() if k != "encoder"}

@@ -5,7 +5,8 @@ Per batch (``XREADGROUP COUNT batch_size``, default 5,000 messages), all vectori
 
 1. **decode** the 41-byte records; undecodable messages -> dead letter ``malformed``;
 2. **validate**: known action type (skip/click/save/hide), ids > 0, ``timestamp_ms`` a plausible
-   epoch-milliseconds value (2000..2100; seconds are rejected), not more than
+   epoch-milliseconds value (``transact.schema.MIN_TIMESTAMP_MS`` .. ``MAX_TIMESTAMP_MS``,
+   1995-01-01 .. 2100-01-01; seconds are rejected), not more than
    ``max_future_ms`` ahead of the wall clock -> dead letters ``invalid action type``,
    ``invalid id``, ``timestamp not in ms``, ``from the future``;
 3. **lateness**: the event-time watermark is the highest accepted timestamp seen *before* the
@@ -42,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from features.sequence import SEQ_RECORD, is_engagement, merge_sequences
+from features.sequence import SEQ_RECORD, is_engagement, merge_sequences_prepended
 from features.state import (
     CommitPlan,
     ProcessorMeta,
@@ -100,6 +101,9 @@ class ProcessorConfig:
     ``max_future_ms``: events this far ahead of the wall clock are dead-lettered
     (``None`` disables the check, e.g. to replay a synthetic world dated in the future).
     ``dedupe_bucket_ms``: event-time granularity of the dedupe state.
+    ``state_cache_users``: production only, how many users' last committed sequence (packed
+    state and Feast list encodings) the processor keeps in memory to skip re-reading and
+    re-encoding them (about 4 KB per user with full sequences; 0 disables the cache).
     """
 
     batch_size: int = 5_000
@@ -109,12 +113,15 @@ class ProcessorConfig:
     dedupe_bucket_ms: int = HOUR_MS
     seq_len: int = SEQ_LEN
     consumer: str = "processor-0"
+    state_cache_users: int = 50_000
 
     def validate(self) -> ProcessorConfig:
         if self.batch_size < 1:
             raise UserError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.allowed_lateness_ms is not None and self.allowed_lateness_ms < 0:
             raise UserError("allowed_lateness_ms must be >= 0 (or None for unbounded)")
+        if self.state_cache_users < 0:
+            raise UserError("state_cache_users must be >= 0 (0 disables the cache)")
         if self.dedupe_bucket_ms < 1000:
             raise UserError("dedupe_bucket_ms must be >= 1000")
         return self
@@ -198,17 +205,36 @@ class StreamProcessor:
         self.epoch = store.start(self.cfg.consumer)
         self.meta = store.load_meta()
         self._pending_done = False
+        self._outbox_clean = False
         self.flush()
 
     # -- outboxes ----------------------------------------------------------------------------
 
-    def flush(self) -> None:
-        """Write committed-but-unflushed offline batches and online updates (idempotent)."""
-        for seq, blob in self.store.outbox():
-            if self.offline_log is not None:
-                self.offline_log.write(seq, ipc_to_table(blob))
-            _failpoint("after_offline_write", seq)
-            self.store.outbox_done(seq)
+    def flush(self, committed: tuple[int, pa.Table] | None = None) -> None:
+        """Write committed-but-unflushed offline batches and online updates (idempotent).
+
+        ``committed``: the batch this processor has just committed, ``(commit_seq, accepted
+        events)``. When every earlier outbox entry is known to be flushed, its offline file
+        is written from memory (no read-back of the outbox blob it just sent); otherwise the
+        outbox is scanned.
+        """
+        if committed is not None and self._outbox_clean:
+            seq, events = committed
+            self._outbox_clean = False  # until this entry is written and cleared
+            if events.num_rows:
+                if self.offline_log is not None:
+                    self.offline_log.write(seq, events)
+                _failpoint("after_offline_write", seq)
+                self.store.outbox_done(seq)
+            self._outbox_clean = True
+        else:
+            self._outbox_clean = False
+            for seq, blob in self.store.outbox():
+                if self.offline_log is not None:
+                    self.offline_log.write(seq, ipc_to_table(blob))
+                _failpoint("after_offline_write", seq)
+                self.store.outbox_done(seq)
+            self._outbox_clean = True
         for seq, user_ids in self.store.online_outbox():
             if self.online_sink is not None:
                 self.online_sink(user_ids, self.store.sequences_for_read(user_ids))
@@ -269,14 +295,16 @@ class StreamProcessor:
         touched = np.unique(users[eng])
         state = self.store.load_sequences(touched)
         if len(touched):
-            new_state = merge_sequences(
+            new_state, prepended = merge_sequences_prepended(
                 state, np.searchsorted(touched, users[eng]), ts[eng], ids[eng], items[eng],
                 actions[eng],
             )
             changed = (new_state != state).any(axis=1)
             touched, new_state = touched[changed], new_state[changed]
+            prepended = prepended[changed]
         else:
             new_state = np.zeros((0, cfg.seq_len), dtype=SEQ_RECORD)
+            prepended = np.zeros(0, dtype=np.int64)
 
         # dedupe buckets that can no longer receive an accepted event
         live = sorted(set(self.meta.buckets) | set(np.unique(bucket[accepted]).tolist()))
@@ -326,6 +354,7 @@ class StreamProcessor:
             meta=meta,
             accepted_events=events.filter(pa.array(accepted)),
             counts=counts,
+            prepended=prepended,
         )
         return plan, result
 
@@ -335,7 +364,7 @@ class StreamProcessor:
         self.store.commit(plan)
         _failpoint("after_commit", plan.meta.commit_seq)
         self.meta = plan.meta
-        self.flush()
+        self.flush(committed=(plan.meta.commit_seq, plan.accepted_events))
         return result
 
     def step(self) -> BatchResult | None:
@@ -412,7 +441,8 @@ def open_processor(profile: Any, cfg: ProcessorConfig | None = None,
     stream = open_stream(profile)
     sink = None
     if profile.kind == "production":
-        store: ProcessorStore = RedisProcessorStore(stream, profile.project, seq_len=cfg.seq_len)
+        store: ProcessorStore = RedisProcessorStore(
+            stream, profile.project, seq_len=cfg.seq_len, cache_users=cfg.state_cache_users)
     else:
         store = SqliteProcessorStore(stream, seq_len=cfg.seq_len)
         if feast_online:

@@ -65,6 +65,20 @@ def merge_sequences(
     item_id: np.ndarray,
     action_type: np.ndarray,
 ) -> np.ndarray:
+    """Insert new engagements into the users' sequences (see :func:`merge_sequences_prepended`,
+    which also says which rows were a plain prepend)."""
+    return merge_sequences_prepended(state, user_index, timestamp_ms, event_id, item_id,
+                                     action_type)[0]
+
+
+def merge_sequences_prepended(
+    state: np.ndarray,
+    user_index: np.ndarray,
+    timestamp_ms: np.ndarray,
+    event_id: np.ndarray,
+    item_id: np.ndarray,
+    action_type: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     """Insert new engagements into the users' sequences, in order, and keep the newest.
 
     Args:
@@ -74,8 +88,11 @@ def merge_sequences(
             deduplicated against ``state``; skips must be filtered out by the caller).
 
     Returns:
-        ``(U, L)`` merged sequences ordered by ``(ts desc, event_id desc)``, zero-padded. Late
-        events land at their place in time, not at the front.
+        ``(U, L)`` merged sequences ordered by ``(ts desc, event_id desc)``, zero-padded (late
+        events land at their place in time, not at the front), and ``(U,)`` int64
+        ``prepended``: ``k >= 0`` when row ``u`` is its ``k`` new events followed by its old
+        entries (``out[u, k:] == state[u, :L - k]``), ``-1`` when an out-of-order event was
+        inserted (the writer can then reuse the old row's encoding only for a prepend).
 
     Rows whose new events are all newer than their current head (the common, in-order case)
     are a shift plus a prepend, done with index arithmetic over the ``(U, L)`` grid; only rows
@@ -99,23 +116,26 @@ def merge_sequences(
     in_order = (counts == 0) | (head["action"] == 0) | (new_ts > head["ts"]) | (
         (new_ts == head["ts"]) & (new_eid > head["event_id"]))
 
+    # row u = its counts[u] new events, then its old entries shifted right (flat gathers on
+    # each native-dtype field; a structured take_along_axis was the merge's main cost)
     out = np.empty_like(state)
     col = np.arange(seq_len)[None, :]
-    from_new = col < counts[:, None]  # (U, L)
+    shifted = col - counts[:, None]  # (U, L) old column feeding each slot, < 0: a new event
+    from_new = shifted < 0
     new_idx = np.minimum(starts[:, None] + col, max(len(ts) - 1, 0))
-    old_col = np.clip(col - counts[:, None], 0, seq_len - 1)
-    old = np.take_along_axis(state, old_col, axis=1)
-    old_valid = (col - counts[:, None]) >= 0
+    old_flat = (np.arange(n_users) * seq_len)[:, None] + np.clip(shifted, 0, seq_len - 1)
     for name, values in (("ts", ts), ("event_id", eid), ("item_id", item),
                          ("action", action)):
-        fresh = values[new_idx] if len(values) else np.zeros_like(old[name])
-        out[name] = np.where(from_new, fresh, np.where(old_valid, old[name], 0))
+        old = state[name].reshape(-1)[old_flat]  # counts >= 0, so shifted <= col: in range
+        fresh = values[new_idx] if len(values) else np.zeros_like(old)
+        out[name] = np.where(from_new, fresh, old)
     slow = np.flatnonzero(~in_order)
     if len(slow):
         pick = np.isin(users, slow)
         out[slow] = _merge_sorted(state[slow], np.searchsorted(slow, users[pick]), ts[pick],
                                   eid[pick], item[pick], action[pick])
-    return out
+    prepended = np.where(in_order, np.minimum(counts, seq_len), -1).astype(np.int64)
+    return out, prepended
 
 
 def _merge_sorted(

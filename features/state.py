@@ -33,6 +33,7 @@ nor duplicates anything.
 from __future__ import annotations
 
 import io
+import itertools
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
@@ -42,9 +43,16 @@ import redis
 
 from features.feast_layout import (
     FeastRedisLayout,
+    Int32List,
+    Int64List,
+    ValueProto,
     encode_int64,
     encode_int_lists,
     encode_timestamps,
+    list_header_sizes,
+    list_value_headers,
+    packed_varints,
+    varint_sizes,
 )
 from features.names import SEQUENCE_VIEW
 from features.sequence import SEQ_RECORD, decode_sequences, encode_sequences
@@ -86,6 +94,9 @@ class CommitPlan:
     meta: ProcessorMeta
     accepted_events: pa.Table
     counts: dict[str, int]
+    #: ``(U,)`` per touched user: ``k >= 0`` if the new sequence is ``k`` new entries followed
+    #: by the committed one (its encoding can be reused), ``-1`` otherwise; ``None``: unknown
+    prepended: np.ndarray | None = None
 
 
 def table_to_ipc(table: pa.Table) -> bytes:
@@ -120,6 +131,139 @@ def feast_sequence_fields(sequences: np.ndarray) -> list[dict[bytes, bytes]]:
         {k_items: a, k_actions: b, k_stamps: c, k_len: d, k_ts: e}
         for a, b, c, d, e in zip(items, actions, stamps, lengths, event_ts, strict=True)
     ]
+
+
+#: Feast list fields of the sequence view, in HSET order, with their Value oneof field
+_LIST_FEATURES = (("seq_item_ids", "int64_list_val"), ("seq_action_types", "int32_list_val"),
+                  ("seq_timestamps_ms", "int64_list_val"))
+
+
+_LIST_SERIALIZERS = {
+    "int64_list_val": lambda row: ValueProto(int64_list_val=Int64List(val=row)).SerializeToString(),
+    "int32_list_val": lambda row: ValueProto(int32_list_val=Int32List(val=row)).SerializeToString(),
+}
+
+
+def _list_columns(sequences: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The three list features' ``(U, L)`` int64 values (action types as int32 -> int64)."""
+    return (sequences["item_id"], sequences["action"].astype(np.int64), sequences["ts"])
+
+
+#: a cache entry: (packed state blob, (items, actions, stamps) Feast values, their header sizes)
+CacheEntry = tuple[bytes, tuple[bytes, bytes, bytes], tuple[int, int, int]]
+
+
+class SequenceEncodingCache:
+    """Per-user memory of what the processor last committed: the packed state blob and the
+    serialized Feast values of the three lists, so that a user whose new sequence is the old
+    one with ``k`` events prepended (the common, in-order case) costs ``k`` varints and one
+    byte concatenation instead of re-encoding 3 x up to 100 values.
+
+    Only valid while this processor is the only writer, which the epoch fencing guarantees
+    (a superseded processor's commits abort); it is filled after a successful commit and
+    cleared when a commit fails. Bounded: least recently written users are evicted beyond
+    ``max_users``.
+    """
+
+    def __init__(self, max_users: int) -> None:
+        self.max_users = max_users
+        self.entries: dict[int, CacheEntry] = {}
+
+    def get(self, user_id: int) -> CacheEntry | None:
+        return self.entries.get(user_id)
+
+    def update(self, user_ids: list[int], entries: list[CacheEntry]) -> None:
+        if self.max_users <= 0:
+            return
+        cache = self.entries
+        for uid, entry in zip(user_ids, entries, strict=True):
+            cache.pop(uid, None)  # re-insert: dict order is least recently written first
+            cache[uid] = entry
+        excess = len(cache) - self.max_users
+        if excess > 0:
+            for uid in list(itertools.islice(cache, excess)):
+                del cache[uid]
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+
+def encode_sequence_update(
+    sequences: np.ndarray, prepended: np.ndarray | None, cached: list[CacheEntry | None],
+) -> tuple[list[bytes], list[tuple[tuple[bytes, bytes, bytes], tuple[int, int, int]]]]:
+    """Feast values of the touched users' new sequences, reusing cached encodings.
+
+    ``sequences`` ``(U, L)`` :data:`SEQ_RECORD`; ``prepended`` ``(U,)`` (see
+    :class:`CommitPlan`); ``cached[u]``: the user's last committed :data:`CacheEntry` or
+    ``None``.
+
+    A reusable row's list value is ``header(new body length) + varints(k new entries) +``
+    the old value's body cut after the entries that survive the 100 cap; every other row is
+    encoded in full (vectorised). Returns the Feast hash values user-major (``[items,
+    actions, stamps, seq_len, event ts]`` per user, the order of
+    :func:`feast_sequence_fields`' keys; byte-identical to it, tested) and each user's three
+    list values with their header sizes (for the cache).
+    """
+    n_users, seq_len = sequences.shape
+    n = (sequences["action"] != 0).sum(axis=1)
+    shift = np.full(n_users, -1) if prepended is None else np.asarray(prepended)
+    have = np.array([c is not None for c in cached], dtype=bool)
+    reuse = have & (shift >= 0)
+    inc_rows = np.flatnonzero(reuse)
+    inc_list = inc_rows.tolist()
+    lists: list[list[bytes]] = []
+    header_sizes: list[np.ndarray] = []
+    full_rows = np.flatnonzero(~reuse)
+    full_list = full_rows.tolist()
+    cols = np.arange(seq_len)[None, :]
+    for f, col in enumerate(_list_columns(sequences)):
+        kind = _LIST_FEATURES[f][1]
+        out = [b""] * n_users
+        header_len = np.zeros(n_users, dtype=np.int64)
+        if full_list:  # protobuf's C encoder beats numpy on whole rows
+            serialize = _LIST_SERIALIZERS[kind]
+            width = int(n[full_rows].max())
+            encoded = [serialize(row[:count]) for row, count in
+                       zip(col[full_rows, :width].tolist(), n[full_rows].tolist(), strict=True)]
+            if len(full_list) == n_users:
+                out = encoded
+            else:
+                for i, value in zip(full_list, encoded, strict=True):
+                    out[i] = value
+            header_len[full_rows] = list_header_sizes(
+                np.fromiter(map(len, encoded), np.int64, len(encoded)))
+        if inc_list:
+            k = shift[inc_rows]
+            rows = col[inc_rows]
+            sizes = varint_sizes(rows)
+            body_len = np.where(cols < n[inc_rows, None], sizes, 0).sum(axis=1)
+            headers = list_value_headers(kind, body_len)
+            width = max(int(k.max()), 1)
+            prefix = packed_varints(rows[:, :width], k)
+            prefix_len = np.where(cols[:, :width] < k[:, None], sizes[:, :width], 0).sum(axis=1)
+            keep_old = (body_len - prefix_len).tolist()
+            for i, head, pre, cut in zip(inc_list, headers, prefix, keep_old, strict=True):
+                entry = cached[i]
+                old = entry[1][f]  # type: ignore[index]
+                start = entry[2][f]  # type: ignore[index]
+                out[i] = head + pre + old[start : start + cut]
+            header_len[inc_rows] = np.fromiter(map(len, headers), np.int64, len(inc_list))
+        header_sizes.append(header_len)
+        lists.append(out)
+    lengths = encode_int64(n)
+    event_ts = encode_timestamps(sequences["ts"][:, 0])
+    values = [v for row in zip(lists[0], lists[1], lists[2], lengths, event_ts, strict=True)
+              for v in row]
+    sizes_rows = zip(*(h.tolist() for h in header_sizes), strict=True)
+    return values, list(zip(zip(*lists, strict=True), sizes_rows, strict=True))
+
+
+def feast_sequence_field_names() -> list[bytes]:
+    """Hash field names of :func:`feast_sequence_fields`, in its order."""
+    view = SEQUENCE_VIEW
+    f = FeastRedisLayout.field
+    return [f(view, "seq_item_ids"), f(view, "seq_action_types"),
+            f(view, "seq_timestamps_ms"), f(view, "seq_len"), FeastRedisLayout.ts_field(view)]
 
 
 class ProcessorStore(ABC):
@@ -178,21 +322,20 @@ class ProcessorStore(ABC):
 # --------------------------------------------------------------------------- Redis
 
 
-#: HSET the same fields on many keys in one command (inside the commit's MULTI/EXEC).
-#: ARGV = [n_fields, field_1..field_n, values of key 1 (n), values of key 2 (n), ...]
-_HSET_MANY = """
-local n = tonumber(ARGV[1])
-local base = n + 1
-for i, key in ipairs(KEYS) do
-  local args = {}
-  for j = 1, n do
-    args[2 * j - 1] = ARGV[1 + j]
-    args[2 * j] = ARGV[base + (i - 1) * n + j]
-  end
-  redis.call('HSET', key, unpack(args))
-end
-return #KEYS
-"""
+def hset_many_script(n_fields: int) -> str:
+    """Lua that HSETs the same ``n_fields`` fields on many keys in one command (inside the
+    commit's MULTI/EXEC). ARGV = [field_1..field_n, values of key 1 (n), values of key 2 (n),
+    ...]. Generated for a fixed ``n_fields`` so each key is one ``redis.call`` with literal
+    arguments: no per-key Lua table and ``unpack`` (that generic loop cost twice the HSETs)."""
+    names = ", ".join(f"f{j}" for j in range(1, n_fields + 1))
+    fields = ", ".join(f"ARGV[{j}]" for j in range(1, n_fields + 1))
+    pairs = ", ".join(f"f{j}, ARGV[b + {j}]" for j in range(1, n_fields + 1))
+    return (f"local {names} = {fields}\n"
+            f"for i = 1, #KEYS do\n"
+            f"  local b = {n_fields} * i\n"
+            f"  redis.call('HSET', KEYS[i], {pairs})\n"
+            f"end\n"
+            f"return #KEYS\n")
 
 
 class RedisProcessorStore(ProcessorStore):
@@ -202,7 +345,7 @@ class RedisProcessorStore(ProcessorStore):
 
     def __init__(
         self, stream: RedisEventStream, project: str, trim_acked: bool = True,
-        seq_len: int = SEQ_LEN,
+        seq_len: int = SEQ_LEN, cache_users: int = 50_000,
     ) -> None:
         self.stream = stream
         self.client = stream.client
@@ -217,7 +360,11 @@ class RedisProcessorStore(ProcessorStore):
         self.buckets_key = f"{self.prefix}dedupe:buckets"
         self.consumer = "processor-0"
         self.epoch = 0
-        self._hset_many = self.client.register_script(_HSET_MANY)
+        self._seq_fields = feast_sequence_field_names()
+        self._hset_many = self.client.register_script(hset_many_script(len(self._seq_fields)))
+        self.cache = SequenceEncodingCache(cache_users)
+        self._pending_cache: tuple[list[int], list[CacheEntry]] | None
+        self._pending_cache = None
 
     def seq_key(self, user_id: int) -> str:
         return f"{self.prefix}seq:{user_id}"
@@ -246,10 +393,25 @@ class RedisProcessorStore(ProcessorStore):
     def load_sequences(self, user_ids: np.ndarray) -> np.ndarray:
         if len(user_ids) == 0:
             return np.zeros((0, self.seq_len), dtype=SEQ_RECORD)
-        blobs = self.client.mget([self.seq_key(u) for u in user_ids.tolist()])
+        uids = user_ids.tolist()
+        blobs: list[bytes | None] = []
+        missing: list[int] = []
+        for i, uid in enumerate(uids):
+            entry = self.cache.get(uid)
+            blobs.append(None if entry is None else entry[0])
+            if entry is None:
+                missing.append(i)
+        if missing:
+            fetched = self.client.mget([self.seq_key(uids[i]) for i in missing])
+            for i, blob in zip(missing, fetched, strict=True):
+                blobs[i] = blob
         return decode_sequences(blobs, self.seq_len)
 
-    sequences_for_read = load_sequences
+    def sequences_for_read(self, user_ids: np.ndarray) -> np.ndarray:
+        if len(user_ids) == 0:
+            return np.zeros((0, self.seq_len), dtype=SEQ_RECORD)
+        return decode_sequences(self.client.mget([self.seq_key(u) for u in user_ids.tolist()]),
+                                self.seq_len)
 
     def seen(self, event_ids: np.ndarray, buckets: np.ndarray) -> np.ndarray:
         out = np.zeros(len(event_ids), dtype=bool)
@@ -273,11 +435,19 @@ class RedisProcessorStore(ProcessorStore):
                         f"processor epoch {self.epoch} was superseded by {current}: another "
                         f"processor owns the stream {self.stream.stream_key}; stop this one")
                 pipe.multi()
+                self._pending_cache = None
                 self._queue_commit(pipe, plan)
                 pipe.execute()
             except redis.WatchError as err:
+                self.cache.clear()
                 raise ProcessorFenced(
                     "another processor started during this commit; stop this one") from err
+            except BaseException:
+                self.cache.clear()  # the commit may or may not have happened
+                raise
+        if self._pending_cache is not None:
+            self.cache.update(*self._pending_cache)
+            self._pending_cache = None
 
     def _queue_commit(self, pipe: redis.client.Pipeline, plan: CommitPlan) -> None:
         if plan.message_ids:
@@ -298,10 +468,12 @@ class RedisProcessorStore(ProcessorStore):
             uids = plan.user_ids.tolist()
             pipe.mset({self.seq_key(u): b for u, b in zip(uids, blobs, strict=True)})
             keys = self.layout.entity_keys("user_id", plan.user_ids)
-            mappings = feast_sequence_fields(plan.sequences)
-            names = list(mappings[0])
-            values = [m[name] for m in mappings for name in names]
-            self._hset_many(keys=keys, args=[len(names), *names, *values], client=pipe)
+            values, bodies = encode_sequence_update(
+                plan.sequences, plan.prepended, [self.cache.get(u) for u in uids])
+            names = self._seq_fields
+            self._hset_many(keys=keys, args=[*names, *values], client=pipe)
+            self._pending_cache = (uids, [(blob, *entry) for blob, entry in
+                                          zip(blobs, bodies, strict=True)])
         if len(plan.dedupe_ids):
             for bucket in np.unique(plan.dedupe_buckets).tolist():
                 ids = plan.dedupe_ids[plan.dedupe_buckets == bucket].tolist()

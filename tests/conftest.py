@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,3 +20,14 @@ def tiny_dataset(tmp_path: Path) -> Callable[..., Path]:
         return write_tiny_dataset(tmp_path / "dataset", events, **kwargs)
 
     return make
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """In CI (``CI=true``) the services run, so a ``services`` test that skips is a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if (report.skipped and item.get_closest_marker("services") is not None
+            and os.environ.get("CI", "").lower() in ("1", "true", "yes")):
+        report.outcome = "failed"
+        report.longrepr = f"services test skipped in CI: {report.longrepr}"

@@ -7,7 +7,6 @@ db 5, PostgreSQL registry + offline store in a throw-away schema (``services``).
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from features.online import FeastReader, RedisDirectReader, open_reader
-from features.processor import OfflineLog, ProcessorConfig, StreamProcessor, open_processor
+from features.processor import (
+    OfflineLog,
+    ProcessorConfig,
+    StreamProcessor,
+    open_processor,
+    open_stream,
+)
 from features.quality import check_materialized
 from features.replay import stream_scenario
 from features.sequence import sequences_as_of
@@ -28,7 +33,6 @@ from features.store import (
     push_sequences,
     stage_items,
     stage_user_embeddings,
-    teardown,
 )
 from features.stream import SqliteEventQueue
 from transact.errors import UserError
@@ -132,37 +136,23 @@ def test_embedded_profile_push_materialise_read_and_online_outbox_recovery(tmp_p
 
 @pytest.mark.slow
 @pytest.mark.services
-def test_production_profile_feast_and_direct_reads_agree(tmp_path):
-    name = f"t{uuid.uuid4().hex[:8]}"
-    profile = FeatureProfile.production(
-        tmp_path / "features", project=name, key_prefix=f"transact_test:{name}:", redis_db=5,
-        pg_schema=f"transact_test_{name}")
-    try:
-        profile.redis_client().ping()
-    except Exception:  # noqa: BLE001
-        pytest.skip("Redis on 127.0.0.1 is not reachable")
-    teardown(profile)
-    try:
-        item_emb, user_emb = _setup(profile, tmp_path)
-        sc = stream_scenario(3000, n_users=N_USERS, n_items=N_ITEMS, duplicate_rate=0.05,
-                             jitter_ms=60_000, seed=6)
-        proc = open_processor(profile, ProcessorConfig(batch_size=400, block_ms=0))
-        open_reader  # noqa: B018 - keep the import used in both tests
-        from features.processor import open_stream
-
-        open_stream(profile).publish(sc.published)
-        proc.run()
-        feast_reader, direct = FeastReader(profile), RedisDirectReader(profile)
-        _check_reader(feast_reader, sc, item_emb, user_emb)
-        _check_reader(direct, sc, item_emb, user_emb)
-        cands = np.arange(1, 501)
-        a, b = feast_reader.get_ranking_features(3, cands), direct.get_ranking_features(3, cands)
-        for field in ("seq_item_ids", "seq_action_types", "seq_timestamps_ms", "user_emb",
-                      "item_emb", "item_found"):
-            assert np.array_equal(getattr(a, field), getattr(b, field)), field
-        assert b.user_emb_timestamp_ms > 0
-    finally:
-        teardown(profile)
+def test_production_profile_feast_and_direct_reads_agree(tmp_path, production_profile):
+    profile = production_profile
+    item_emb, user_emb = _setup(profile, tmp_path)
+    sc = stream_scenario(3000, n_users=N_USERS, n_items=N_ITEMS, duplicate_rate=0.05,
+                         jitter_ms=60_000, seed=6)
+    proc = open_processor(profile, ProcessorConfig(batch_size=400, block_ms=0))
+    open_stream(profile).publish(sc.published)
+    proc.run()
+    feast_reader, direct = FeastReader(profile), RedisDirectReader(profile)
+    _check_reader(feast_reader, sc, item_emb, user_emb)
+    _check_reader(direct, sc, item_emb, user_emb)
+    cands = np.arange(1, 501)
+    a, b = feast_reader.get_ranking_features(3, cands), direct.get_ranking_features(3, cands)
+    for field in ("seq_item_ids", "seq_action_types", "seq_timestamps_ms", "user_emb",
+                  "item_emb", "item_found"):
+        assert np.array_equal(getattr(a, field), getattr(b, field)), field
+    assert b.user_emb_timestamp_ms > 0
 
 
 def test_staging_rejects_bad_embeddings(tmp_path):

@@ -3,17 +3,14 @@ at request time t gives exactly the sequence the example builder computes for t.
 
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
 from features.online import FeastReader, RedisDirectReader
 from features.processor import ProcessorConfig, open_processor, open_stream
 from features.replay import replay_events
-from features.store import FeatureProfile, apply, teardown
+from features.store import FeatureProfile, apply
 from transact.data.dataset import item_embedding_table, read_events, read_items
 from transact.data.examples import ExampleConfig, build_examples_from_events
 from transact.data.synthetic import generate_world
@@ -71,27 +68,7 @@ def test_embedded_online_sequence_equals_example_builder(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.services
-def test_production_online_sequence_equals_example_builder(tmp_path):
-    name = f"t{uuid.uuid4().hex[:8]}"
-    profile = FeatureProfile.production(
-        tmp_path / "features", project=name, key_prefix=f"transact_test:{name}:", redis_db=5,
-        pg_schema=f"transact_test_{name}")
-    try:
-        profile.redis_client().ping()
-    except Exception:  # noqa: BLE001
-        pytest.skip("Redis on 127.0.0.1 is not reachable")
-    teardown(profile)
-    try:
-        compared = _replay_and_compare(profile, lambda: RedisDirectReader(profile), tmp_path)
-        assert compared >= 15
-    finally:
-        teardown(profile)
-
-
-def test_examples_rows_are_what_the_reader_fields_mean():
-    # guard: the builder's sequence columns are the ones the online reader returns
-    from transact.schema import example_schema
-
-    names = set(example_schema().names)
-    assert {"seq_item_ids", "seq_action_types", "seq_timestamps_ms", "seq_len"} <= names
-    assert pa.types.is_fixed_size_list(example_schema().field("seq_item_ids").type)
+def test_production_online_sequence_equals_example_builder(tmp_path, production_profile):
+    profile = production_profile
+    compared = _replay_and_compare(profile, lambda: RedisDirectReader(profile), tmp_path)
+    assert compared >= 15

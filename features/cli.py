@@ -123,6 +123,8 @@ def process_cmd(
     profile: str = ProfileOpt, root: Path | None = RootOpt, redis_db: int | None = RedisDbOpt,
     key_prefix: str | None = PrefixOpt, project: str | None = ProjectOpt,
     batch_size: int = typer.Option(5000, help="messages per XREADGROUP"),
+    state_cache_users: int = typer.Option(
+        50_000, min=0, help="users whose last committed sequence stays in memory (0: none)"),
     lateness_s: float = typer.Option(300.0, help="allowed lateness in seconds (-1: unbounded)"),
     future_check: bool = typer.Option(True, help="dead-letter events >10 min in the future"),
     follow: bool = typer.Option(False, help="keep running (else stop when the stream is idle)"),
@@ -138,6 +140,7 @@ def process_cmd(
         batch_size=batch_size,
         allowed_lateness_ms=None if lateness_s < 0 else int(lateness_s * 1000),
         max_future_ms=10 * 60_000 if future_check else None,
+        state_cache_users=state_cache_users,
     )
     proc = open_processor(prof, cfg, feast_online=feast_online)
     if ready_file is not None:

@@ -4,6 +4,7 @@ at request time t gives exactly the sequence the example builder computes for t.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
@@ -72,3 +73,12 @@ def test_production_online_sequence_equals_example_builder(tmp_path, production_
     profile = production_profile
     compared = _replay_and_compare(profile, lambda: RedisDirectReader(profile), tmp_path)
     assert compared >= 15
+
+
+def test_examples_rows_are_what_the_reader_fields_mean():
+    # guard: the builder's sequence columns are the ones the online reader returns
+    from transact.schema import example_schema
+
+    names = set(example_schema().names)
+    assert {"seq_item_ids", "seq_action_types", "seq_timestamps_ms", "seq_len"} <= names
+    assert pa.types.is_fixed_size_list(example_schema().field("seq_item_ids").type)

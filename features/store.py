@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 
 from transact.errors import UserError
 from transact.runtime import quiet_telemetry
-from transact.schema import ITEM_EMB_DIM, USER_EMB_DIM
+from transact.schema import DAY_MS, ITEM_EMB_DIM, MIN_TIMESTAMP_MS, USER_EMB_DIM
 
 PROFILES = ("embedded", "production")
 
@@ -240,6 +240,17 @@ def _ts_array(ms: np.ndarray) -> pa.Array:
         pa.timestamp("us", tz="UTC"))
 
 
+def _to_ms(when: datetime) -> int:
+    """Epoch milliseconds of ``when`` (a naive datetime is read as UTC)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1000)
+
+
+def _from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
 def _check_vectors(name: str, values: pa.Array, dim: int) -> np.ndarray:
     """Flattened ``(N, dim)`` float32 matrix, or a UserError saying which rows are bad."""
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
@@ -282,7 +293,9 @@ def _write_source(profile: FeatureProfile, name: str, table: pa.Table) -> int:
 def stage_items(profile: FeatureProfile, items_path: Path | str,
                 as_of: datetime | None = None) -> int:
     """Stage ``items.parquet`` (ITEM_SCHEMA; or a dataset directory holding one) as the
-    ``item_content`` source, stamped ``as_of`` (default: 2000-01-01, i.e. always valid)."""
+    ``item_content`` source, stamped ``as_of`` (default: the core's timestamp floor,
+    :data:`~transact.schema.MIN_TIMESTAMP_MS`, so the rows are valid for any event the
+    platform accepts, MovieLens' 1997 included)."""
     path = Path(items_path)
     if path.is_dir():
         path = path / "items.parquet"
@@ -293,7 +306,7 @@ def stage_items(profile: FeatureProfile, items_path: Path | str,
         if col not in items.column_names:
             raise UserError(f"{path} lacks column {col!r}: not an items table")
     emb = _check_vectors(f"{path} content_emb", items.column("content_emb"), ITEM_EMB_DIM)
-    stamp = as_of or datetime(2000, 1, 1, tzinfo=UTC)
+    stamp_ms = MIN_TIMESTAMP_MS if as_of is None else _to_ms(as_of)
     n = items.num_rows
     topic = (items.column("topic").cast(pa.int32()) if "topic" in items.column_names
              else pa.nulls(n, pa.int32()))
@@ -301,7 +314,7 @@ def stage_items(profile: FeatureProfile, items_path: Path | str,
         "item_id": items.column("item_id").cast(pa.int64()),
         "content_emb": pa.array(list(emb), type=pa.list_(pa.float32())),
         "topic": topic,
-        "event_timestamp": _ts_array(np.full(n, int(stamp.timestamp() * 1000))),
+        "event_timestamp": _ts_array(np.full(n, stamp_ms, dtype=np.int64)),
     })
     return _write_source(profile, "item_content", table)
 
@@ -339,13 +352,41 @@ def stage_user_embeddings(profile: FeatureProfile, path: Path | str) -> int:
     return _write_source(profile, "user_batch_embedding", out)
 
 
+def source_time_range(profile: FeatureProfile, source: str) -> tuple[int, int] | None:
+    """``(min, max)`` ``event_timestamp`` in epoch ms of a staged batch source, or ``None``
+    when it is empty or was never staged."""
+    if profile.kind == "embedded":
+        path = profile.offline_dir / f"{source}.parquet"
+        if not path.exists():
+            return None
+        column = pq.read_table(path, columns=["event_timestamp"]).column("event_timestamp")
+        if len(column) == 0:
+            return None
+        ms = pc.cast(pc.cast(column, pa.timestamp("ms", tz="UTC"), safe=False), pa.int64())
+        bounds = pc.min_max(ms).as_py()
+        return int(bounds["min"]), int(bounds["max"])
+    qualified = f'"{profile.pg_schema}"."{profile.table_prefix}{source}"'
+    with _pg_connect(profile) as conn:
+        row = conn.execute(
+            f"SELECT (EXTRACT(EPOCH FROM MIN(event_timestamp)) * 1000)::BIGINT, "
+            f"(EXTRACT(EPOCH FROM MAX(event_timestamp)) * 1000)::BIGINT FROM {qualified}"
+        ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return int(row[0]), int(row[1])
+
+
 def materialize(profile: FeatureProfile, end: datetime | None = None,
                 start: datetime | None = None,
                 views: list[str] | None = None) -> dict[str, Any]:
     """Load the batch views (item content, user embeddings) into the online store.
 
-    Views whose source was never staged (embedded: no Parquet file yet) are skipped and
-    reported, not failed: ``{"materialized": [...], "skipped": {view: reason}}``.
+    The window defaults to the staged data: ``start`` = the oldest staged row (the core's
+    timestamp floor when nothing says otherwise), ``end`` = one day after the later of now and
+    the newest staged row. A fixed calendar window silently left data outside it offline
+    (MovieLens' 1997-98 embeddings before a 2000 start). Views whose source was never staged
+    (embedded: no Parquet file yet) are skipped and reported, not failed:
+    ``{"materialized": [...], "skipped": {view: reason}, "window": [start, end]}``.
     """
     from features.names import ITEM_VIEW, USER_EMB_VIEW
 
@@ -355,18 +396,32 @@ def materialize(profile: FeatureProfile, end: datetime | None = None,
     if unknown:
         raise UserError(f"cannot materialise {unknown}: only {sorted(sources)} are batch views "
                         f"(the realtime sequence is written by the stream processor)")
+    if profile.kind == "production":
+        ensure_offline_tables(profile)
     skipped: dict[str, str] = {}
-    if profile.kind == "embedded":
-        for view in wanted:
-            if not (profile.offline_dir / f"{sources[view]}.parquet").exists():
-                skipped[view] = (f"source {sources[view]} not staged yet; run `transact "
-                                 f"features stage`")
+    ranges: list[tuple[int, int]] = []
+    for view in wanted:
+        bounds = source_time_range(profile, sources[view])
+        if bounds is None:
+            skipped[view] = (f"source {sources[view]} not staged yet; run `transact "
+                             f"features stage`")
+        else:
+            ranges.append(bounds)
     todo = [v for v in wanted if v not in skipped]
+    result: dict[str, Any] = {"materialized": todo, "skipped": skipped}
     if todo:
-        end = end or datetime.now(UTC) + timedelta(days=1)
-        start = start or datetime(1999, 12, 31, tzinfo=UTC)
-        profile.feature_store().materialize(start_date=start, end_date=end, feature_views=todo)
-    return {"materialized": todo, "skipped": skipped}
+        now_ms = int(datetime.now(UTC).timestamp() * 1000)
+        start_ms = _to_ms(start) if start is not None else min(
+            [MIN_TIMESTAMP_MS] if not ranges else [lo for lo, _ in ranges])
+        end_ms = _to_ms(end) if end is not None else max(
+            [now_ms] + [hi for _, hi in ranges]) + DAY_MS
+        if start_ms >= end_ms:
+            raise UserError(f"materialise window is empty: start {_from_ms(start_ms)} is not "
+                            f"before end {_from_ms(end_ms)}")
+        profile.feature_store().materialize(start_date=_from_ms(start_ms),
+                                            end_date=_from_ms(end_ms), feature_views=todo)
+        result["window"] = [_from_ms(start_ms).isoformat(), _from_ms(end_ms).isoformat()]
+    return result
 
 
 def push_sequences(store: Any, user_ids: np.ndarray, sequences: np.ndarray) -> int:

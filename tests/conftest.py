@@ -9,9 +9,20 @@ from pathlib import Path
 import pytest
 from tiny_data import write_tiny_dataset
 
+from transact.data.dataset import DatasetMeta
 from transact.runtime import quiet_telemetry
 
 quiet_telemetry()
+
+
+@pytest.fixture(scope="session")
+def movielens_dataset(tmp_path_factory) -> tuple[Path, DatasetMeta]:
+    """The real MovieLens-100K dataset, built once per session with the default cache (so
+    reruns skip the download and the text embedding)."""
+    from transact.data.movielens import build_movielens_dataset
+
+    out = tmp_path_factory.mktemp("movielens")
+    return out, build_movielens_dataset(out)
 
 
 @pytest.fixture

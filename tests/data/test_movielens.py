@@ -20,7 +20,6 @@ from transact.data.movielens import (
     GENRES,
     MOVIELENS_MIN_TIMESTAMP_MS,
     MovieLensError,
-    build_movielens_dataset,
     fetch_movielens,
     ratings_to_events,
     read_movies,
@@ -162,13 +161,6 @@ def test_text_embeddings_put_similar_items_closer_and_are_cached(tmp_path: Path)
     np.testing.assert_allclose(embed_texts(texts, cache_dir=tmp_path), emb, atol=1e-5)
     # different texts -> a different cache entry
     assert cache_path(texts[:5], cache_dir=tmp_path) != path
-
-
-@pytest.fixture(scope="module")
-def movielens_dataset(tmp_path_factory) -> tuple[Path, DatasetMeta]:
-    """The real dataset, built with the default cache (so reruns skip download and embedding)."""
-    out = tmp_path_factory.mktemp("movielens")
-    return out, build_movielens_dataset(out)
 
 
 @pytest.mark.slow

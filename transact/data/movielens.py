@@ -75,8 +75,8 @@ RATING_TO_ACTION: dict[int, ActionType] = {
 SURFACE = "movielens"
 REQUEST_GROUPING = "user_day_utc: a user's ratings on one UTC calendar day form one request"
 EVENTS_PER_PART = 25_000
-#: 1995-01-01: MovieLens-100K was rated in 1997-98, before the schema's default floor
-#: (2000-01-01), so cleaning and validation of this source use this earlier floor.
+#: 1995-01-01: MovieLens-100K was rated in 1997-98; the schema's floor is this date too, and
+#: this source keeps its own name for it in case the schema's floor is ever raised.
 MOVIELENS_MIN_TIMESTAMP_MS = min(MIN_TIMESTAMP_MS, 788_918_400_000)
 
 

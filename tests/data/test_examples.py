@@ -158,6 +158,30 @@ def test_daily_embedding_table_is_read_as_of_the_request_day(tiny_dataset, tmp_p
     assert row_of(table, 3, day + DAY_MS + 1)["user_batch_emb"][0] == 2.0  # day+5 is future
 
 
+def test_daily_embedding_lookup_is_exact_for_user_ids_above_2_pow_40(tmp_path):
+    from transact.data.examples import _DailyEmbeddings
+
+    big = 2**40 + 1
+    day0 = T0_MS // DAY_MS
+    users = [big, big, big, big + 1, 2**62 + 5]
+    days = [day0, day0 + 1, day0 + 3, day0 + 1, day0]
+    emb_path = tmp_path / "user_emb.parquet"
+    pq.write_table(pa.table({
+        "user_id": pa.array(users, pa.int64()),
+        "event_timestamp": pa.array([d * DAY_MS for d in days], pa.timestamp("ms")),
+        "user_emb": pa.FixedSizeListArray.from_arrays(
+            pa.array(np.repeat(np.arange(1.0, 6.0), 32).astype(np.float32)), 32),
+    }), emb_path)
+    table = _DailyEmbeddings(str(emb_path))
+    query_users = np.array([big, big, big, big, big, big + 1, big + 1, big + 2, 2**62 + 5],
+                           dtype=np.int64)
+    query_days = np.array([day0 - 1, day0, day0 + 1, day0 + 2, day0 + 9, day0, day0 + 1,
+                           day0 + 1, day0], dtype=np.int64)
+    emb, found = table.lookup(query_users, query_days)
+    assert found.tolist() == [False, True, True, True, True, False, True, False, True]
+    assert emb[:, 0].tolist() == [0.0, 1.0, 2.0, 2.0, 3.0, 0.0, 4.0, 0.0, 5.0]
+
+
 def test_skip_downsampling_is_deterministic_counted_and_keeps_engagements(tiny_dataset, tmp_path):
     rng = np.random.default_rng(0)
     n = 2000

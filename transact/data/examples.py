@@ -169,19 +169,31 @@ class _DailyEmbeddings:
         emb = emb.reshape(len(users), -1)
         order = np.lexsort((days, users))
         self.users, self.days, self.emb = users[order], days[order], emb[order]
+        # exact integer (user, day) keys: dense user rank * day span + day offset (a float key
+        # such as ``user * 1e6 + day`` loses the day for user ids above ~2**33)
+        self._unique_users, rank = np.unique(self.users, return_inverse=True)
+        self._day0 = int(self.days.min()) - 1 if len(self.days) else 0
+        self._span = int(self.days.max()) - self._day0 + 1 if len(self.days) else 1
+        if len(self._unique_users) * self._span >= 1 << 62:
+            raise UserError(f"user embedding table {src} spans too many users x days to index")
+        self._keys = rank.astype(np.int64) * self._span + (self.days - self._day0)
 
     def lookup(
         self, user_ids: np.ndarray, request_day: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(emb (N, U), found (N,) bool)`` for each (user, day)."""
-        # lexicographic search on (user, day): position after the last row <= (user, day)
-        lo = np.searchsorted(self.users, user_ids, side="left")
-        hi = np.searchsorted(self.users, user_ids, side="right")
-        # days are sorted within each user's block: search in the concatenated key
-        key_table = self.users.astype(np.float64) * 1e6 + self.days
-        key_query = user_ids.astype(np.float64) * 1e6 + request_day
-        pos = np.searchsorted(key_table, key_query, side="right") - 1
-        found = (pos >= lo) & (pos < hi) & (hi > lo)
+        users = np.asarray(user_ids, dtype=np.int64)
+        days = np.asarray(request_day, dtype=np.int64)
+        rank = np.searchsorted(self._unique_users, users)
+        known = rank < len(self._unique_users)
+        known[known] = self._unique_users[rank[known]] == users[known]
+        # the latest row with (user, day) <= the query: clipping the day keeps the key inside
+        # the user's block (offset 0 sorts before every row of the user: not found)
+        offset = np.clip(days - self._day0, 0, self._span - 1)
+        key = rank.astype(np.int64) * self._span + offset
+        pos = np.searchsorted(self._keys, key, side="right") - 1
+        found = known & (pos >= 0)
+        found[found] = self.users[pos[found]] == users[found]
         out = np.zeros((len(user_ids), self.emb.shape[1]), dtype=np.float32)
         out[found] = self.emb[pos[found]]
         return out, found

@@ -55,7 +55,7 @@ from features.store import (  # noqa: E402
     stage_user_embeddings,
     teardown,
 )
-from transact.schema import ITEM_SCHEMA  # noqa: E402
+from transact.schema import HOUR_MS, ITEM_SCHEMA  # noqa: E402
 
 
 def _setup(profile: FeatureProfile, tmp: Path, n_items: int, n_users: int) -> None:
@@ -71,7 +71,7 @@ def _setup(profile: FeatureProfile, tmp: Path, n_items: int, n_users: int) -> No
     now = int(time.time() * 1000)
     emb = pa.table({
         "user_id": pa.array(np.arange(1, n_users + 1), pa.int64()),
-        "event_timestamp": pa.array(np.full(n_users, now - 3_600_000),
+        "event_timestamp": pa.array(np.full(n_users, now - HOUR_MS),
                                     pa.timestamp("ms", tz="UTC")),
         "user_emb": pa.FixedSizeListArray.from_arrays(
             pa.array(rng.standard_normal(n_users * 32).astype(np.float32)), 32),
@@ -82,7 +82,7 @@ def _setup(profile: FeatureProfile, tmp: Path, n_items: int, n_users: int) -> No
     stage_user_embeddings(profile, tmp / "user_emb.parquet")
     materialize(profile)
     sc = stream_scenario(n_users * 150, n_users=n_users, n_items=n_items, engagement_rate=1.0,
-                         jitter_ms=0, span_ms=3_600_000, seed=1)
+                         jitter_ms=0, span_ms=HOUR_MS, seed=1)
     open_stream(profile).publish(sc.published)
     open_processor(profile, ProcessorConfig(batch_size=5000, block_ms=0)).run()
 

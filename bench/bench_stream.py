@@ -35,7 +35,7 @@ from features.processor import ProcessorConfig, open_processor, open_stream  # n
 from features.replay import stream_scenario  # noqa: E402
 from features.store import FeatureProfile, teardown  # noqa: E402
 from transact.runtime import quiet_telemetry  # noqa: E402
-from transact.schema import EVENT_SCHEMA  # noqa: E402
+from transact.schema import DAY_MS, EVENT_SCHEMA, HOUR_MS  # noqa: E402
 
 
 def _shifted(sc_table: pa.Table, id_offset: int) -> pa.Table:
@@ -47,8 +47,8 @@ def throughput(profile: FeatureProfile, n_events: int, n_users: int, batch: int,
                warm_events: int) -> dict:
     """Events/s over a pre-filled stream; ``warm_events`` are processed first (not timed) so
     users already have sequences, as in steady state."""
-    span = 6 * 3_600_000
-    start = (int(time.time() * 1000) - 3 * 86_400_000) // 1000 * 1000
+    span = 6 * HOUR_MS
+    start = (int(time.time() * 1000) - 3 * DAY_MS) // 1000 * 1000
     stream = open_stream(profile)
     proc = open_processor(profile, ProcessorConfig(batch_size=batch, block_ms=0),
                           feast_online=profile.kind == "production")

@@ -24,7 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-N_ACTION_CODES = 5  # ActionType codes 0..4 (0 = padding)
+from transact.schema import HOUR_MS, N_ACTION_CODES
+
+__all__ = ["N_ACTION_CODES", "N_TIME_FEATURES", "ModelConfig", "PinnerFormerModel",
+           "dense_all_action_loss", "time_features"]
 N_TIME_FEATURES = 7
 
 
@@ -59,7 +62,7 @@ def time_features(age_ms: torch.Tensor) -> torch.Tensor:
 
     ``la = log1p(age in hours)``; features ``[la / 5, sin(k·la), cos(k·la) for k = 1..3]``.
     """
-    log_age = torch.log1p(age_ms.clamp_min(0).to(torch.float32) / 3_600_000.0)
+    log_age = torch.log1p(age_ms.clamp_min(0).to(torch.float32) / float(HOUR_MS))
     feats = [log_age / 5.0]
     for k in (1.0, 2.0, 3.0):
         feats.append(torch.sin(k * log_age))

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from transact.schema import EVENT_SCHEMA
+from transact.schema import DAY_MS, EVENT_SCHEMA, HOUR_MS
 
 
 def time_ordered(events: pa.Table) -> pa.Table:
@@ -51,7 +51,7 @@ def stream_scenario(
     n_users: int = 1_000,
     n_items: int = 5_000,
     start_ms: int | None = None,
-    span_ms: int = 3_600_000,
+    span_ms: int = HOUR_MS,
     jitter_ms: int = 60_000,
     allowed_lateness_ms: int = 300_000,
     duplicate_rate: float = 0.0,
@@ -68,7 +68,7 @@ def stream_scenario(
         raise ValueError("jitter_ms must not exceed allowed_lateness_ms")
     rng = np.random.default_rng(seed)
     if start_ms is None:
-        start_ms = (int(time.time() * 1000) - 2 * 86_400_000) // 1000 * 1000
+        start_ms = (int(time.time() * 1000) - 2 * DAY_MS) // 1000 * 1000
     ts = np.sort(rng.integers(start_ms, start_ms + span_ms, n_events))
     engaged = rng.random(n_events) < engagement_rate
     actions = np.where(engaged, rng.integers(2, 5, n_events), 1).astype(np.int8)
@@ -115,7 +115,7 @@ def stream_scenario(
         old["event_id"] = np.arange(next_id, next_id + len(late), dtype=np.int64)
         next_id += len(late)
         arrive = ts[late] + jitter_ms
-        old["timestamp_ms"] = arrive - 10 * allowed_lateness_ms - 3_600_000
+        old["timestamp_ms"] = arrive - 10 * allowed_lateness_ms - HOUR_MS
         dead["too late"] = len(late)
         parts.append((old, arrive))
     cols = {k: np.concatenate([p[0][k] for p in parts]) for k in base}

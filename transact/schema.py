@@ -81,6 +81,9 @@ class ActionType(IntEnum):
         raise ValueError(f"unknown action type {name!r}; known: {known_action_names()}")
 
 
+#: Size of an embedding table indexed by action code (codes ``0 .. max``; 0 = padding).
+N_ACTION_CODES = max(int(a) for a in ActionType) + 1
+
 POLARITY: dict[ActionType, int] = {
     ActionType.PAD: 0,
     ActionType.SKIP: 0,

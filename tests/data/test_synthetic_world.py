@@ -22,7 +22,7 @@ import pytest
 from transact.data.dataset import DatasetMeta, event_parts, read_events, read_items
 from transact.data.synthetic import SyntheticWorld, WorldConfig, generate_world
 from transact.errors import UserError
-from transact.schema import DAY_MS, EVENT_SCHEMA, ITEM_SCHEMA, ActionType
+from transact.schema import DAY_MS, EVENT_SCHEMA, HOUR_MS, ITEM_SCHEMA, ActionType
 
 SESSION_GAP_MS = 30 * 60 * 1000
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -404,7 +404,7 @@ def test_events_are_sorted_unique_and_valid(world: World) -> None:
     assert np.median(gaps[same_session]) < 60_000
     start, end = world.cfg.start_ms, world.cfg.start_ms + (world.cfg.n_days + 1) * DAY_MS
     assert events["timestamp_ms"].between(start, end).all()
-    hours = (events["timestamp_ms"] // 3_600_000) % 24
+    hours = (events["timestamp_ms"] // HOUR_MS) % 24
     assert hours.isin([19, 20, 21]).mean() > 2 * hours.isin([2, 3, 4]).mean()
 
 

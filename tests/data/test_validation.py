@@ -8,7 +8,14 @@ import pyarrow.compute as pc
 import pytest
 
 from transact.errors import UserError
-from transact.schema import EVENT_SCHEMA, SEQ_LEN, USER_EMB_DIM, ActionType, example_schema
+from transact.schema import (
+    EVENT_SCHEMA,
+    HOUR_MS,
+    SEQ_LEN,
+    USER_EMB_DIM,
+    ActionType,
+    example_schema,
+)
 from transact.validation import (
     ValidationFailed,
     example_helper_columns,
@@ -18,7 +25,7 @@ from transact.validation import (
 )
 
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
-HOUR = 3_600_000
+HOUR = HOUR_MS
 
 
 def good_events(n: int = 400, seed: int = 0) -> pa.Table:

@@ -36,7 +36,7 @@ from features.store import (
 )
 from features.stream import SqliteEventQueue
 from transact.errors import UserError
-from transact.schema import ITEM_SCHEMA
+from transact.schema import HOUR_MS, ITEM_SCHEMA
 
 N_ITEMS, N_USERS = 600, 30
 
@@ -52,7 +52,7 @@ def _write_inputs(tmp_path: Path) -> tuple[np.ndarray, np.ndarray]:
     }, schema=ITEM_SCHEMA)
     pq.write_table(items, tmp_path / "items.parquet")
     user_emb = rng.standard_normal((N_USERS // 2, 32)).astype(np.float32)
-    day = int(time.time() * 1000) - 3_600_000
+    day = int(time.time() * 1000) - HOUR_MS
     emb = pa.table({
         "user_id": pa.array(np.arange(1, N_USERS // 2 + 1), pa.int64()),
         "event_timestamp": pa.array(np.full(N_USERS // 2, day), pa.timestamp("ms", tz="UTC")),

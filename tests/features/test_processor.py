@@ -13,6 +13,7 @@ from features.sequence import sequences_as_of
 from features.state import ProcessorFenced, SqliteProcessorStore
 from features.stream import SqliteEventQueue
 from transact.errors import UserError
+from transact.schema import HOUR_MS
 
 
 def _processor(tmp_path, batch_size=500, **cfg) -> StreamProcessor:
@@ -97,7 +98,7 @@ def test_late_event_within_bound_is_inserted_in_time_order(tmp_path):
         0, "event_id", pa.array([10_000], pa.int64())).set_column(
         4, "timestamp_ms", pa.array([first_ts - 30_000], pa.int64()))
     too_late = late.set_column(0, "event_id", pa.array([10_001], pa.int64())).set_column(
-        4, "timestamp_ms", pa.array([first_ts - 3_600_000], pa.int64()))
+        4, "timestamp_ms", pa.array([first_ts - HOUR_MS], pa.int64()))
     queue.publish(pa.concat_tables([late, too_late]))
     result = proc.run()
     assert result.accepted == 1 and result.dead == {"too late": 1}

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from transact.errors import UserError
-from transact.schema import DAY_MS, ITEM_EMB_DIM, ActionType
+from transact.schema import DAY_MS, HOUR_MS, ITEM_EMB_DIM, ActionType
 
 #: Users' ground-truth parameters are drawn in fixed blocks of this many consecutive user ids,
 #: so the truth of any user is computable without generating all users before it.
@@ -599,7 +599,7 @@ class SyntheticWorld:
         in time order (the rest are a day later than any session and unused)."""
         shape = (len(n_sessions), n_slots)
         hours = np.searchsorted(self._hour_cdf, rng.random(shape), side="right")
-        offset = (np.minimum(hours, 23) * 3_600_000
-                  + (rng.random(shape) * 3_600_000).astype(np.int64))
+        offset = (np.minimum(hours, 23) * HOUR_MS
+                  + (rng.random(shape) * HOUR_MS).astype(np.int64))
         offset[np.arange(n_slots)[None, :] >= n_sessions[:, None]] = DAY_MS
         return np.sort(offset, axis=1)

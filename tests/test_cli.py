@@ -50,3 +50,22 @@ def test_bad_option_value_is_a_usage_message_not_a_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "users" in result.stderr
+
+
+def test_validate_on_nothing_fails_and_says_what_it_expected(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for target in (tmp_path / "empty", tmp_path / "missing"):
+        result = run_cli("data", "validate", str(target))
+        assert result.returncode == 2, result.stdout
+        assert "all expectations met" not in result.stdout
+        assert "expected a dataset directory" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_validate_reports_the_rows_it_checked(tmp_path):
+    events = [(i + 1, 1 + i % 3, 1 + i % 10, int(ActionType.CLICK), T0 + i * DAY_MS // 4)
+              for i in range(40)]
+    dataset = write_tiny_dataset(tmp_path / "ds", events)
+    result = run_cli("data", "validate", str(dataset))
+    assert result.returncode == 0, result.stderr
+    assert "all expectations met (40 rows)" in " ".join(result.stdout.split())

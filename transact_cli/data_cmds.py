@@ -85,15 +85,27 @@ def validate(
 ) -> None:
     """Run the Great Expectations suite that fits PATH; exit 2 with a report if it fails."""
     from transact.data.dataset import read_events
-    from transact.data.examples import read_examples
+    from transact.data.examples import SPLITS, read_examples
+    from transact.errors import UserError
 
+    checked = 0
     if (path / "meta.json").exists():
-        _validate_events(read_events(path))
+        events = read_events(path)
+        _validate_events(events)
+        checked = events.num_rows
     else:
-        for split in ("train", "val", "test"):
+        for split in SPLITS:
             if list((path / split).glob("part-*.parquet")):
-                _validate_examples(read_examples(path, split), split)
-    console.print(f"[green]{path}: all expectations met[/]")
+                table = read_examples(path, split)
+                _validate_examples(table, split)
+                checked += table.num_rows
+    if checked == 0:
+        what = "does not exist" if not path.exists() else "holds nothing to validate"
+        raise UserError(
+            f"{path} {what}: expected a dataset directory (meta.json and events parts, from "
+            f"`transact data synthetic|movielens`) or an examples directory "
+            f"({'/'.join(SPLITS)}/part-*.parquet, from `transact data examples`) with rows")
+    console.print(f"[green]{path}: all expectations met ({checked:,} rows)[/]")
 
 
 def _validate_events(table) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 
 from transact.errors import UserError
@@ -338,5 +337,13 @@ def test_helper_columns_match_a_hand_computation():
             assert np.isnan(diff)
         else:
             assert diff == stamps[row, : lengths[row]].max() - request[row]
-    assert not helpers["seq_padding_violations"].any()
-    assert pc.sum(table.column("label_click")).as_py() >= 0
+    for name in ("seq_padding_violations", "seq_slot_violations", "seq_order_violations",
+                 "label_outcome_mismatch", "user_emb_non_finite"):
+        assert helpers[name].shape == (40,) and not helpers[name].any(), name
+    # the label helper counts, per row, the heads whose label disagrees with the outcome
+    outcome = table.column("outcome").to_numpy()
+    clicks = table.column("label_click").to_numpy()
+    assert clicks.tolist() == (outcome == int(ActionType.CLICK)).astype(np.int8).tolist()
+    flipped = replace(table, "label_click", np.where(np.arange(40) == 5, 1 - clicks, clicks))
+    mismatch = example_helper_columns(flipped, SEQ_LEN)["label_outcome_mismatch"]
+    assert mismatch.tolist() == [int(row == 5) for row in range(40)]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +26,9 @@ import pyarrow.parquet as pq
 from transact.data.dataset import DatasetMeta, EventPartWriter
 from transact.data.examples import ExampleConfig, build_examples
 from transact.schema import DAY_MS, EVENT_SCHEMA, ITEM_EMB_DIM, ITEM_SCHEMA
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_results import add_json_out, write_results  # noqa: E402
 
 
 def write_random_dataset(out: Path, users: int, events_per_user: int, items: int,
@@ -73,6 +77,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--users-per-part", type=int, default=5_000)
     parser.add_argument("--days", type=int, default=14)
+    add_json_out(parser, "examples")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         dataset = args.dataset
@@ -85,14 +90,16 @@ def main() -> None:
         stats = build_examples(dataset, Path(tmp) / "examples", ExampleConfig())
         elapsed = time.perf_counter() - started
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({
+    result = {
         "bench": "examples", "dataset": str(args.dataset or "random"),
         "examples": stats.total, "seconds": round(elapsed, 2),
         "examples_per_s": round(stats.total / elapsed),
         "examples_per_min": round(60 * stats.total / elapsed),
         "peak_rss_mb": round(peak_mb), "rss_before_build_mb": round(rss_before_mb),
         "seq_len_mean": round(stats.seq_len_mean, 1),
-    }))
+    }
+    print(json.dumps(result))
+    print(f"raw results: {write_results('examples', args, result)}")
 
 
 if __name__ == "__main__":

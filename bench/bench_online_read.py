@@ -57,6 +57,9 @@ from features.store import (  # noqa: E402
 )
 from transact.schema import HOUR_MS, ITEM_SCHEMA  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_results import add_json_out, write_results  # noqa: E402
+
 
 def _setup(profile: FeatureProfile, tmp: Path, n_items: int, n_users: int) -> None:
     rng = np.random.default_rng(0)
@@ -109,6 +112,7 @@ def main() -> None:
     parser.add_argument("--redis-db", type=int, default=6)
     parser.add_argument("--no-gc-freeze", action="store_true",
                         help="do not repeat the direct timings after gc.freeze()")
+    add_json_out(parser, "online_read")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
@@ -150,6 +154,7 @@ def main() -> None:
         finally:
             teardown(profile)
     print(json.dumps(result, indent=2))
+    print(f"raw results: {write_results('online_read', args, result)}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 ``synthetic`` generates the demo world (``transact.data.synthetic``, 2,000 users) with the given
 number of days into ``<work>/dataset`` unless it exists; ``movielens`` builds MovieLens-100K
 there (fetched with pip at first use). ``--dataset DIR`` uses an existing dataset instead. The
-job writes to ``<work>/pinnerformer``; the figures go to stdout and ``<work>/report.json``.
+job writes to ``<work>/pinnerformer``; the figures go to stdout, ``<work>/report.json`` and
+``--json-out`` (default ``docs/bench/pinnerformer_<source>.json``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_results import add_json_out, write_results  # noqa: E402
 
 from transact.runtime import quiet_telemetry  # noqa: E402
 
@@ -54,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out-name", default="pinnerformer")
     parser.add_argument("--progress", action="store_true")
+    add_json_out(parser, "pinnerformer_<source>")
     args = parser.parse_args(argv)
 
     work: Path = args.work
@@ -101,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": {"data": round(data_s, 1), "job": round(job_s, 1), "eval": round(eval_s, 1)},
     }
     (work / "report.json").write_text(json.dumps(summary, indent=2))
+    print(f"raw results: {write_results(f'pinnerformer_{args.source}', args, summary)}")
     print(report.to_markdown())
     print(f"\n(user, day) pairs: {report.n_user_days}; evaluated days: {report.days[0]} .. "
           f"{report.days[-1]}; window {report.window_days} d; mean positives per pair "

@@ -37,6 +37,9 @@ from features.store import FeatureProfile, teardown  # noqa: E402
 from transact.runtime import quiet_telemetry  # noqa: E402
 from transact.schema import DAY_MS, EVENT_SCHEMA, HOUR_MS  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_results import add_json_out, write_results  # noqa: E402
+
 
 def _shifted(sc_table: pa.Table, id_offset: int) -> pa.Table:
     ids = pc.add(sc_table.column("event_id"), id_offset)
@@ -145,6 +148,7 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=200)
     parser.add_argument("--load-per-probe", type=int, default=200)
     parser.add_argument("--redis-db", type=int, default=6)
+    add_json_out(parser, "stream")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         profile = FeatureProfile(kind=args.profile, root=Path(tmp) / "features",
@@ -161,6 +165,7 @@ def main() -> None:
         finally:
             teardown(profile)
     print(json.dumps(result, indent=2))
+    print(f"raw results: {write_results('stream', args, result)}")
 
 
 if __name__ == "__main__":

@@ -16,12 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from transact.data.synthetic import WorldConfig, generate_world
 from transact.runtime import quiet_telemetry
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_results import add_json_out, write_results  # noqa: E402
 
 
 def directory_bytes(path: Path) -> int:
@@ -60,6 +64,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--progress", action="store_true")
+    add_json_out(parser, "synthetic")
     args = parser.parse_args()
     if args.out is not None:
         result = run(args.users, args.out, args.users_per_chunk, args.days, args.items,
@@ -70,6 +75,7 @@ def main() -> None:
             result = run(args.users, Path(tmp) / "world", args.users_per_chunk, args.days,
                          args.items, args.seed, args.progress)
     print(json.dumps(result))
+    print(f"raw results: {write_results('synthetic', args, result)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,70 @@
+"""Benchmarks check what they claim and leave their raw results as JSON (no timing asserted)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+TINY = ["--candidates", "8", "--repeats", "1", "--train-steps", "1", "--batch-size", "8"]
+
+
+@pytest.fixture
+def bench_module(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCH))
+
+    def load(name: str):
+        sys.modules.pop(name, None)
+        return importlib.import_module(name)
+
+    return load
+
+
+def test_model_bench_writes_its_raw_results(bench_module, tmp_path):
+    bench_model = bench_module("bench_model")
+    out = tmp_path / "model.json"
+    assert bench_model.main([*TINY, "--json-out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["benchmark"] == "model" and record["arguments"]["candidates"] == 8
+    assert len(record["commit"]) == 40 and record["machine"]["cpus"] >= 1
+    result = record["result"]
+    assert result["parity_ok"] and set(result["max_abs_diff"]) == {"plain", "shared"}
+    assert set(result["latency_ms"]) == {"ours", "plain", "shared"}
+    assert set(result["train_examples_per_s"]) == {"full_100", "uniform_0_100"}
+
+
+def test_model_bench_fails_when_the_formulations_disagree(bench_module, tmp_path, monkeypatch,
+                                                          capsys):
+    bench_model = bench_module("bench_model")
+    forward = bench_model.PlainTransformerEncoder.forward
+    monkeypatch.setattr(bench_model.PlainTransformerEncoder, "forward",
+                        lambda self, *args: forward(self, *args) + 0.01)
+    out = tmp_path / "model.json"
+    assert bench_model.main([*TINY, "--json-out", str(out)]) == 1
+    result = json.loads(out.read_text())["result"]
+    assert not result["parity_ok"] and result["parity_failures"][0].startswith("plain:")
+    assert result["latency_ms"] == {}  # no latencies of models that compute something else
+    assert "PARITY FAILED" in capsys.readouterr().err
+
+
+def test_parity_failures_name_each_formulation_over_the_tolerance(bench_module):
+    bench_model = bench_module("bench_model")
+    assert bench_model.parity_failures({"plain": 1e-6, "shared": 0.0}, 1e-4) == []
+    failures = bench_model.parity_failures({"plain": 1e-6, "shared": float("nan")}, 1e-4)
+    assert len(failures) == 1 and failures[0].startswith("shared:")
+
+
+@pytest.mark.slow
+def test_threads_bench_measures_each_thread_count_and_load(bench_module, tmp_path):
+    bench_threads = bench_module("bench_threads")
+    out = tmp_path / "threads.json"
+    assert bench_threads.main(["--threads", "1", "2", "--busy", "0", "1", "--train-steps", "1",
+                               "--batch-size", "8", "--json-out", str(out)]) == 0
+    rows = json.loads(out.read_text())["result"]["rows"]
+    assert [(r["busy_processes"], r["threads"]) for r in rows] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    assert all(r["step_s"] > 0 for r in rows)
+    assert [r["slowdown_vs_fewest_threads"] for r in rows][::2] == [1.0, 1.0]

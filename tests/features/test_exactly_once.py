@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -23,28 +22,10 @@ from features.processor import OfflineLog, open_stream
 from features.replay import stream_scenario
 from features.sequence import sequences_as_of
 from features.state import RedisProcessorStore, SqliteProcessorStore
-from features.store import FeatureProfile, teardown
+from features.store import FeatureProfile
 
 ROOT = Path(__file__).resolve().parents[2]
 FAILPOINTS = ("before_commit:2", "after_commit:4", "after_offline_write:6", "before_commit:9")
-
-
-def _services_up(profile: FeatureProfile) -> bool:
-    try:
-        import psycopg
-
-        profile.redis_client().ping()
-        psycopg.connect(profile.pg_conninfo(), connect_timeout=3).close()
-        return True
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def production_profile(tmp_path: Path) -> FeatureProfile:
-    name = f"t{uuid.uuid4().hex[:8]}"
-    return FeatureProfile.production(
-        tmp_path / "features", project=name, key_prefix=f"transact_test:{name}:", redis_db=5,
-        pg_schema=f"transact_test_{name}")
 
 
 def _run_with_kills(profile: FeatureProfile, tmp_path: Path, rng: np.random.Generator) -> int:
@@ -110,31 +91,26 @@ def _scenario():
 
 @pytest.mark.slow
 @pytest.mark.services
-def test_production_processor_survives_sigkill_with_exactly_once_effect(tmp_path):
-    profile = production_profile(tmp_path)
-    if not _services_up(profile):
-        pytest.skip("Redis/PostgreSQL on 127.0.0.1 are not reachable")
-    teardown(profile)
-    try:
-        sc = _scenario()
-        open_stream(profile).publish(sc.published)
-        kills = _run_with_kills(profile, tmp_path, np.random.default_rng(0))
-        assert kills >= len(FAILPOINTS)
-        store = RedisProcessorStore(open_stream(profile), profile.project)
-        _check(profile, sc, store, 60)
-        # the Feast online layout (what serving reads) holds the same sequences
-        from features.online import RedisDirectReader
+def test_production_processor_survives_sigkill_with_exactly_once_effect(tmp_path,
+                                                                        production_profile):
+    profile = production_profile
+    sc = _scenario()
+    open_stream(profile).publish(sc.published)
+    kills = _run_with_kills(profile, tmp_path, np.random.default_rng(0))
+    assert kills >= len(FAILPOINTS)
+    store = RedisProcessorStore(open_stream(profile), profile.project)
+    _check(profile, sc, store, 60)
+    # the Feast online layout (what serving reads) holds the same sequences
+    from features.online import RedisDirectReader
 
-        reader = RedisDirectReader(profile)
-        ref = sequences_as_of(sc.accepted, np.arange(1, 61), 2**62)
-        for row, user in enumerate(range(1, 61)):
-            feats = reader.get_ranking_features(user, [])
-            assert np.array_equal(feats.seq_item_ids, ref.item_ids[row])
-            assert np.array_equal(feats.seq_action_types, ref.action_types[row])
-            assert np.array_equal(feats.seq_timestamps_ms, ref.timestamps_ms[row])
-            assert feats.seq_len == ref.lengths[row]
-    finally:
-        teardown(profile)
+    reader = RedisDirectReader(profile)
+    ref = sequences_as_of(sc.accepted, np.arange(1, 61), 2**62)
+    for row, user in enumerate(range(1, 61)):
+        feats = reader.get_ranking_features(user, [])
+        assert np.array_equal(feats.seq_item_ids, ref.item_ids[row])
+        assert np.array_equal(feats.seq_action_types, ref.action_types[row])
+        assert np.array_equal(feats.seq_timestamps_ms, ref.timestamps_ms[row])
+        assert feats.seq_len == ref.lengths[row]
 
 
 @pytest.mark.slow

@@ -139,14 +139,9 @@ def test_incremental_encoding_equals_a_full_encoding_batch_after_batch():
 
 
 @pytest.mark.services
-def test_cached_processor_writes_feasts_bytes_and_drops_its_cache_when_fenced(tmp_path):
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=6379, db=5)
-    try:
-        client.ping()
-    except redis.ConnectionError:
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
+def test_cached_processor_writes_feasts_bytes_and_drops_its_cache_when_fenced(tmp_path,
+                                                                              redis_client):
+    client = redis_client
     prefix = f"transact_test:{uuid.uuid4().hex[:8]}:"
     project = f"p{uuid.uuid4().hex[:8]}"
 

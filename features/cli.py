@@ -163,15 +163,19 @@ def status_cmd(profile: str = ProfileOpt, root: Path | None = RootOpt,
     reasons: dict[str, int] = {}
     for reason in dead.column("reason").to_pylist():
         reasons[reason] = reasons.get(reason, 0) + 1
+    out: dict[str, Any] = {"backlog": stream.backlog()}
     if prof.kind == "production":
         stats = {k.decode(): int(v) for k, v in
                  prof.redis_client().hgetall(f"{prof.key_prefix}stats").items()}
     else:
-        try:
-            stats = {k: int(v) for k, v in stream.conn.execute("SELECT key, value FROM stats")}
-        except Exception:  # noqa: BLE001 - no processor has run yet
-            stats = {}
-    _print({"backlog": stream.backlog(), "counters": stats, "dead_letters": reasons})
+        has_stats = stream.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'stats'").fetchone()
+        stats = ({k: int(v) for k, v in stream.conn.execute("SELECT key, value FROM stats")}
+                 if has_stats else {})
+    if not stats:
+        out["note"] = "no processor has committed on this stream yet"
+    out.update({"counters": stats, "dead_letters": reasons})
+    _print(out)
 
 
 @app.command("check")

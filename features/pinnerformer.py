@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -63,7 +64,7 @@ from transact.data.dataset import (
     iter_event_parts,
     read_items,
 )
-from transact.errors import UserError
+from transact.errors import CorruptArtifact, UserError
 from transact.schema import DAY_MS, USER_EMB_DIM
 
 EMBEDDING_SCHEMA = pa.schema(
@@ -517,8 +518,10 @@ def load_checkpoint(
         stats = TrainStats(**json.loads(payload["train_stats"]))
         model = PinnerFormerModel(cfg.model, torch.from_numpy(item_content))
         model.load_state_dict(payload["state_dict"])
-    except (KeyError, RuntimeError, ValueError, TypeError, EOFError) as err:
-        raise UserError(f"{path} is not a PinnerFormer checkpoint: {err}") from err
+    except (KeyError, RuntimeError, ValueError, TypeError, EOFError,
+            pickle.UnpicklingError) as err:
+        raise CorruptArtifact(f"{path} is not a readable PinnerFormer checkpoint ({err}); "
+                              f"re-run the daily job to write a new one") from err
     model.eval()
     return model, cfg, stats, int(payload["trained_until_ms"])
 

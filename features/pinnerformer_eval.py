@@ -26,6 +26,7 @@ Every embedded day is after the model's training horizon, so all evaluated days 
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
@@ -43,7 +44,7 @@ from features.pinnerformer_data import (
     ranges_to_rows,
 )
 from transact.data.dataset import DatasetMeta, item_embedding_table, iter_event_parts, read_items
-from transact.errors import UserError
+from transact.errors import CorruptArtifact, UserError
 from transact.schema import DAY_MS
 
 METHODS: tuple[str, ...] = ("pinnerformer", "pinnerformer+popularity", "mean_past_positives",
@@ -120,12 +121,20 @@ def evaluate_pinnerformer(
     if not ks or min(ks) < 1:
         raise UserError(f"ks must be positive integers, got {list(ks)}")
     ks = sorted(set(int(k) for k in ks))
-    ckpt = torch.load(out_dir / pf.CHECKPOINT_NAME, map_location="cpu", weights_only=True) \
-        if (out_dir / pf.CHECKPOINT_NAME).is_file() else None
-    model_cfg = pf.PinnerFormerConfig.from_dict(json.loads(ckpt["config"])) if ckpt else \
-        pf.PinnerFormerConfig()
-    inv_temp = float(torch.exp(ckpt["state_dict"]["log_inv_temp"]).clamp(max=100.0)) \
-        if ckpt else 1.0 / model_cfg.model.temperature
+    ckpt_path = out_dir / pf.CHECKPOINT_NAME
+    if not ckpt_path.is_file():
+        raise UserError(
+            f"{ckpt_path} does not exist: the evaluation reads the model's window, history "
+            f"length and temperature from the job's checkpoint; point it at the output "
+            f"directory of a finished PinnerFormer job")
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        model_cfg = pf.PinnerFormerConfig.from_dict(json.loads(ckpt["config"]))
+        inv_temp = float(torch.exp(ckpt["state_dict"]["log_inv_temp"]).clamp(max=100.0))
+    except (KeyError, RuntimeError, ValueError, TypeError, EOFError,
+            pickle.UnpicklingError) as err:
+        raise CorruptArtifact(f"{ckpt_path} is not a readable PinnerFormer checkpoint "
+                              f"({err}); re-run the daily job") from err
     window_days = window_days or model_cfg.window_days
     history_len = history_len or model_cfg.history_len
     item_path = out_dir / pf.ITEM_EMB_NAME

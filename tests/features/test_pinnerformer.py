@@ -20,7 +20,7 @@ from features.pinnerformer import (
     run_daily_embeddings,
 )
 from transact.data.dataset import DatasetMeta, EventPartWriter, read_events
-from transact.errors import UserError
+from transact.errors import CorruptArtifact, UserError
 from transact.schema import DAY_MS, EVENT_SCHEMA, ITEM_EMB_DIM, ITEM_SCHEMA, ActionType
 
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -374,6 +374,23 @@ def test_user_mistakes_are_reported(world, tmp_path, tiny_dataset):
     with pytest.raises(UserError, match="too short"):
         run_daily_embeddings(short, tmp_path / "y", small_cfg())
     shutil.rmtree(tmp_path / "x", ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_evaluation_needs_the_checkpoint_and_says_when_it_is_missing_or_corrupt(
+        world, trained_run, tmp_path):
+    out, _ = trained_run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "model.pt").unlink()
+    with pytest.raises(UserError, match="model.pt does not exist"):
+        evaluate_pinnerformer(world, copy, ks=(10,))
+    (copy / "model.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CorruptArtifact, match="not a readable PinnerFormer checkpoint"):
+        evaluate_pinnerformer(world, copy, ks=(10,))
+    with pytest.raises(CorruptArtifact, match="not a readable PinnerFormer checkpoint"):
+        run_daily_embeddings(world, tmp_path / "again", small_cfg(), days=["2026-01-15"],
+                             checkpoint=copy / "model.pt")
 
 
 @pytest.mark.slow

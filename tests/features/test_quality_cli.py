@@ -58,3 +58,23 @@ def test_cli_processes_reports_status_and_guards_teardown(tmp_path):
 
     refused = runner.invoke(app, ["teardown", "--profile", "embedded", "--root", str(root)])
     assert refused.exit_code != 0 and root.exists()
+
+
+def test_status_says_when_nothing_ran_and_does_not_hide_a_broken_store(tmp_path):
+    root = tmp_path / "features"
+    stream = open_stream(FeatureProfile.embedded(root))
+    stream.publish(stream_scenario(20, n_users=3, seed=1).published)
+    runner = CliRunner()
+    args = ["status", "--profile", "embedded", "--root", str(root)]
+    fresh = runner.invoke(app, args)
+    assert fresh.exit_code == 0, fresh.output
+    body = json.loads(fresh.output)
+    assert body["counters"] == {} and body["backlog"] == 20
+    assert "no processor" in body["note"]
+
+    # a stats table that cannot be read is an error, not "no counters"
+    stream.conn.execute("CREATE TABLE stats (name TEXT)")
+    stream.conn.commit()
+    broken = runner.invoke(app, args)
+    assert broken.exit_code != 0
+    assert "counters" not in broken.output

@@ -13,9 +13,11 @@ event stream   ``<root>/queue.db`` (SQLite queue)       Redis Stream ``<key_pref
 offline log    ``<root>/offline_log/``                  ``<root>/offline_log/``
 =============  ======================================  =========================================
 
-The ``features/repo/{embedded,production}/feature_store.yaml`` files are the same defaults for the
-``feast`` CLI; this module builds the equivalent ``RepoConfig`` in code so tests and jobs can
-point a profile at their own directory, Redis database and PostgreSQL schema.
+The ``features/repo/{embedded,production}/feature_store.yaml`` files are each profile's Feast
+configuration: Feast's own CLI reads them there (``cd features/repo/embedded && feast apply``,
+with the definitions in ``definitions.py`` beside them), and :meth:`FeatureProfile.repo_config`
+starts from them, putting in the profile's own directory, Redis database and PostgreSQL schema
+(tests and jobs point profiles at their own places).
 """
 
 from __future__ import annotations
@@ -108,37 +110,29 @@ class FeatureProfile:
     # -- Feast ---------------------------------------------------------------------------------
 
     def repo_config(self) -> Any:
-        """The Feast ``RepoConfig`` of this profile."""
+        """The Feast ``RepoConfig`` of this profile: the profile's
+        ``features/repo/<kind>/feature_store.yaml`` (what Feast's own CLI reads there), with
+        this profile's places put in (local paths under ``root``; Redis database, PostgreSQL
+        schema and project)."""
         quiet_telemetry()
         from feast.repo_config import RepoConfig
 
+        from features.repo.definitions import profile_yaml, read_store_yaml
+
         self.root.mkdir(parents=True, exist_ok=True)
+        config = read_store_yaml(profile_yaml(self.kind))
+        config["project"] = self.project
         if self.kind == "embedded":
-            registry: dict[str, Any] = {"registry_type": "file",
-                                        "path": str((self.root / "registry.db").resolve()),
-                                        "cache_ttl_seconds": 60}
-            online: dict[str, Any] = {"type": "sqlite",
-                                      "path": str((self.root / "online.db").resolve())}
-            offline: dict[str, Any] = {"type": "file"}
+            config["registry"]["path"] = str((self.root / "registry.db").resolve())
+            config["online_store"]["path"] = str((self.root / "online.db").resolve())
         else:
-            registry = {"registry_type": "sql", "path": self.pg_url, "cache_ttl_seconds": 60,
-                        "sqlalchemy_config_kwargs": {"echo": False, "pool_pre_ping": True}}
-            online = {"type": "redis",
-                      "connection_string": f"{self.redis_host}:{self.redis_port},"
-                                           f"db={self.redis_db}"}
-            offline = {"type": "postgres", "host": self.pg_host, "port": self.pg_port,
-                       "database": self.pg_database, "db_schema": self.pg_schema,
-                       "user": self.pg_user, "password": self.pg_password,
-                       "sslmode": "disable"}
-        return RepoConfig(
-            project=self.project,
-            provider="local",
-            registry=registry,
-            online_store=online,
-            offline_store=offline,
-            entity_key_serialization_version=3,
-            repo_path=self.root.resolve(),
-        )
+            config["registry"]["path"] = self.pg_url
+            config["online_store"]["connection_string"] = (
+                f"{self.redis_host}:{self.redis_port},db={self.redis_db}")
+            config["offline_store"].update(
+                host=self.pg_host, port=self.pg_port, database=self.pg_database,
+                db_schema=self.pg_schema, user=self.pg_user, password=self.pg_password)
+        return RepoConfig(repo_path=self.root.resolve(), **config)
 
     def feature_store(self) -> Any:
         quiet_telemetry()
@@ -170,13 +164,11 @@ def load_profile(name: str = "embedded", root: Path | str | None = None,
 
 
 def feature_objects(profile: FeatureProfile) -> list[Any]:
-    """Entities, sources and views to apply for ``profile``."""
-    from features.repo.entities import ENTITIES
-    from features.repo.sources import make_sources
-    from features.repo.views import make_views
+    """Entities and views (with their sources) to apply for ``profile``: the same definitions
+    Feast's CLI discovers in ``features/repo/<kind>/`` (:mod:`features.repo.definitions`)."""
+    from features.repo.definitions import build
 
-    sources = make_sources(profile.kind, profile.offline_dir, profile.table_prefix)
-    return [*ENTITIES, *make_views(sources)]
+    return build(profile.kind, profile.offline_dir, profile.table_prefix).objects()
 
 
 _PG_TABLES = {

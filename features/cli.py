@@ -8,11 +8,15 @@ Every command takes ``--profile embedded|production`` and ``--root`` (local file
 from __future__ import annotations
 
 import json
+import logging
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import typer
+
+from features.names import ProfileKind  # light: no Feast import
 
 app = typer.Typer(
     help="Feature platform: Feast definitions, realtime stream processor, online reads.",
@@ -21,7 +25,25 @@ app = typer.Typer(
     add_completion=False,
 )
 
-ProfileOpt = typer.Option("embedded", "--profile", help="embedded (no server) or production")
+
+class ReadMode(StrEnum):
+    auto = "auto"
+    feast = "feast"
+    direct = "direct"
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+ProfileOpt = typer.Option(ProfileKind.EMBEDDED.value, "--profile",
+                          help="embedded (no server) or production")
+ConfigOpt = typer.Option(None, "--config", exists=False,
+                         help="JSON or YAML file of settings; options given here override it")
+LogLevelOpt = typer.Option(LogLevel.info, "--log-level", help="logging level (stderr)")
 RootOpt = typer.Option(None, "--root", help="local directory of the profile")
 RedisDbOpt = typer.Option(None, "--redis-db", help="Redis database number (production)")
 PrefixOpt = typer.Option(None, "--key-prefix", help="Redis key prefix of the stream/state")
@@ -29,7 +51,12 @@ ProjectOpt = typer.Option(None, "--project", help="Feast project name")
 SchemaOpt = typer.Option(None, "--pg-schema", help="PostgreSQL schema (production)")
 
 
-def _profile(profile: str, root: Path | None, redis_db: int | None = None,
+def _setup_logging(level: LogLevel) -> None:
+    logging.basicConfig(level=getattr(logging, level.value.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+
+
+def _profile(profile: ProfileKind | str, root: Path | None, redis_db: int | None = None,
              key_prefix: str | None = None, project: str | None = None,
              pg_schema: str | None = None) -> Any:
     from transact.runtime import quiet_telemetry
@@ -46,7 +73,7 @@ def _profile(profile: str, root: Path | None, redis_db: int | None = None,
         overrides["project"] = project
     if pg_schema is not None:
         overrides["pg_schema"] = pg_schema
-    return load_profile(profile, root, **overrides)
+    return load_profile(ProfileKind(profile).value, root, **overrides)
 
 
 def _print(obj: Any) -> None:
@@ -54,7 +81,7 @@ def _print(obj: Any) -> None:
 
 
 @app.command("apply")
-def apply_cmd(profile: str = ProfileOpt, root: Path | None = RootOpt,
+def apply_cmd(profile: ProfileKind = ProfileOpt, root: Path | None = RootOpt,
               redis_db: int | None = RedisDbOpt, project: str | None = ProjectOpt,
               pg_schema: str | None = SchemaOpt) -> None:
     """Register entities and feature views in the profile's registry (feast apply)."""
@@ -69,7 +96,8 @@ def stage_cmd(
     items: Path | None = typer.Option(None, help="items.parquet or a dataset directory"),
     user_embeddings: Path | None = typer.Option(
         None, help="Parquet file/dir of (user_id, event_timestamp, user_emb[32])"),
-    profile: str = ProfileOpt, root: Path | None = RootOpt, redis_db: int | None = RedisDbOpt,
+    profile: ProfileKind = ProfileOpt, root: Path | None = RootOpt,
+    redis_db: int | None = RedisDbOpt,
     project: str | None = ProjectOpt, pg_schema: str | None = SchemaOpt,
 ) -> None:
     """Write item embeddings and/or daily user embeddings into the offline sources."""
@@ -88,7 +116,7 @@ def stage_cmd(
 
 
 @app.command("materialize")
-def materialize_cmd(profile: str = ProfileOpt, root: Path | None = RootOpt,
+def materialize_cmd(profile: ProfileKind = ProfileOpt, root: Path | None = RootOpt,
                     redis_db: int | None = RedisDbOpt, project: str | None = ProjectOpt,
                     pg_schema: str | None = SchemaOpt) -> None:
     """Load item content and batch user embeddings into the online store."""
@@ -101,7 +129,8 @@ def materialize_cmd(profile: str = ProfileOpt, root: Path | None = RootOpt,
 def ingest_cmd(
     dataset: Path = typer.Argument(..., help="dataset directory whose events to publish"),
     limit: int | None = typer.Option(None, help="publish at most this many events"),
-    profile: str = ProfileOpt, root: Path | None = RootOpt, redis_db: int | None = RedisDbOpt,
+    profile: ProfileKind = ProfileOpt, root: Path | None = RootOpt,
+    redis_db: int | None = RedisDbOpt,
     key_prefix: str | None = PrefixOpt,
 ) -> None:
     """Publish a dataset's events to the stream in time order (a replay)."""
@@ -120,28 +149,47 @@ def ingest_cmd(
 
 @app.command("process")
 def process_cmd(
-    profile: str = ProfileOpt, root: Path | None = RootOpt, redis_db: int | None = RedisDbOpt,
+    profile: ProfileKind = ProfileOpt, root: Path | None = RootOpt,
+    redis_db: int | None = RedisDbOpt,
     key_prefix: str | None = PrefixOpt, project: str | None = ProjectOpt,
-    batch_size: int = typer.Option(5000, help="messages per XREADGROUP"),
-    state_cache_users: int = typer.Option(
-        50_000, min=0, help="users whose last committed sequence stays in memory (0: none)"),
-    lateness_s: float = typer.Option(300.0, help="allowed lateness in seconds (-1: unbounded)"),
-    future_check: bool = typer.Option(True, help="dead-letter events >10 min in the future"),
+    config: Path | None = ConfigOpt,
+    batch_size: int | None = typer.Option(None, help="messages per read (ProcessorConfig "
+                                          "batch_size)"),
+    state_cache_users: int | None = typer.Option(
+        None, help="users whose last committed sequence stays in memory (0: none; "
+        "ProcessorConfig state_cache_users)"),
+    lateness_s: float | None = typer.Option(
+        None, help="allowed lateness in seconds, -1 unbounded (ProcessorConfig "
+        "allowed_lateness_ms)"),
+    future_check: bool | None = typer.Option(
+        None, "--future-check/--no-future-check",
+        help="dead-letter events too far in the future (ProcessorConfig max_future_ms)"),
     follow: bool = typer.Option(False, help="keep running (else stop when the stream is idle)"),
     feast_online: bool = typer.Option(True, help="embedded: write the Feast online store"),
     ready_file: Path | None = typer.Option(None, help="touch this file once started"),
     progress: bool = typer.Option(False, help="show progress"),
+    log_level: LogLevel = LogLevelOpt,
 ) -> None:
-    """Run the stream processor (exactly-once effect; safe to kill and restart)."""
-    from features.processor import ProcessorConfig, open_processor
+    """Run the stream processor (exactly-once effect; safe to kill and restart).
 
+    Settings: ProcessorConfig's defaults, then --config FILE, then the options given here."""
+    from features.processor import ProcessorConfig, open_processor
+    from transact.config import resolve_config
+
+    _setup_logging(log_level)
+    overrides: dict[str, Any] = {"batch_size": batch_size,
+                                 "state_cache_users": state_cache_users}
+    cfg = resolve_config(ProcessorConfig, config, overrides)
+    if lateness_s is not None:
+        cfg.allowed_lateness_ms = None if lateness_s < 0 else int(lateness_s * 1000)
+    if future_check is False:
+        cfg.max_future_ms = None
+    elif future_check and cfg.max_future_ms is None:
+        from transact.config import default_of
+
+        cfg.max_future_ms = default_of(ProcessorConfig, "max_future_ms")
+    cfg.validate()
     prof = _profile(profile, root, redis_db, key_prefix, project)
-    cfg = ProcessorConfig(
-        batch_size=batch_size,
-        allowed_lateness_ms=None if lateness_s < 0 else int(lateness_s * 1000),
-        max_future_ms=10 * 60_000 if future_check else None,
-        state_cache_users=state_cache_users,
-    )
     proc = open_processor(prof, cfg, feast_online=feast_online)
     if ready_file is not None:
         ready_file.write_text(str(proc.epoch))
@@ -151,8 +199,49 @@ def process_cmd(
             "dead_letters": total.dead, "users_updated": total.users_updated})
 
 
+@app.command("embeddings")
+def embeddings_cmd(
+    dataset: Path = typer.Argument(..., help="dataset directory (shared format)"),
+    out: Path = typer.Option(..., "--out", help="output directory of the daily job"),
+    config: Path | None = ConfigOpt,
+    day: list[str] | None = typer.Option(
+        None, "--day", help="a YYYY-MM-DD day to embed (repeat; default: from the config's "
+        "train_fraction of the dataset to its end)"),
+    checkpoint: Path | None = typer.Option(None, help="reuse this model.pt instead of training"),
+    train_steps: int | None = typer.Option(None, help="PinnerFormerConfig train_steps"),
+    history_len: int | None = typer.Option(None, help="PinnerFormerConfig history_len"),
+    window_days: int | None = typer.Option(None, help="PinnerFormerConfig window_days"),
+    warmup_days: int | None = typer.Option(None, help="PinnerFormerConfig warmup_days"),
+    batch_size: int | None = typer.Option(None, help="PinnerFormerConfig batch_size"),
+    seed: int | None = typer.Option(None, help="PinnerFormerConfig seed"),
+    threads: int | None = typer.Option(None, help="PinnerFormerConfig num_threads"),
+    progress: bool = typer.Option(False, help="show progress"),
+    log_level: LogLevel = LogLevelOpt,
+) -> None:
+    """Run the daily PinnerFormer user-embedding job (writes user_embeddings/date=*/ for
+    `transact features stage --user-embeddings`).
+
+    Settings: PinnerFormerConfig's defaults, then --config FILE (nested ``model:`` for the
+    towers), then the options given here."""
+    from dataclasses import asdict
+
+    from features.pinnerformer import PinnerFormerConfig, run_daily_embeddings
+    from transact.config import resolve_config
+
+    _setup_logging(log_level)
+    cfg = resolve_config(PinnerFormerConfig, config, {
+        "train_steps": train_steps, "history_len": history_len, "window_days": window_days,
+        "warmup_days": warmup_days, "batch_size": batch_size, "seed": seed,
+        "num_threads": threads})
+    stats = run_daily_embeddings(dataset, out, cfg, days=day or None, progress=progress,
+                                 checkpoint=checkpoint)
+    summary = asdict(stats)
+    summary["config"] = asdict(cfg)
+    _print(summary)
+
+
 @app.command("status")
-def status_cmd(profile: str = ProfileOpt, root: Path | None = RootOpt,
+def status_cmd(profile: ProfileKind = ProfileOpt, root: Path | None = RootOpt,
                redis_db: int | None = RedisDbOpt, key_prefix: str | None = PrefixOpt) -> None:
     """Backlog, counters and dead letters by reason."""
     from features.processor import open_stream
@@ -179,7 +268,7 @@ def status_cmd(profile: str = ProfileOpt, root: Path | None = RootOpt,
 
 
 @app.command("check")
-def check_cmd(profile: str = ProfileOpt, root: Path | None = RootOpt,
+def check_cmd(profile: ProfileKind = ProfileOpt, root: Path | None = RootOpt,
               redis_db: int | None = RedisDbOpt, key_prefix: str | None = PrefixOpt) -> None:
     """Great Expectations checks: the offline log passes the events suite; dead letters have
     known reasons and agree with the suite. Exit code 1 when a check fails."""
@@ -197,8 +286,9 @@ def check_cmd(profile: str = ProfileOpt, root: Path | None = RootOpt,
 def read_cmd(
     user_id: int = typer.Argument(...),
     candidates: str = typer.Option("", help="comma-separated candidate item ids"),
-    mode: str = typer.Option("auto", help="auto, feast or direct"),
-    profile: str = ProfileOpt, root: Path | None = RootOpt, redis_db: int | None = RedisDbOpt,
+    mode: ReadMode = typer.Option(ReadMode.auto, help="auto, feast or direct"),
+    profile: ProfileKind = ProfileOpt, root: Path | None = RootOpt,
+    redis_db: int | None = RedisDbOpt,
     project: str | None = ProjectOpt,
 ) -> None:
     """Print one user's online ranking features."""
@@ -210,7 +300,7 @@ def read_cmd(
     except ValueError:
         raise UserError(f"--candidates must be comma-separated integers, got {candidates!r}")
     prof = _profile(profile, root, redis_db, None, project)
-    feats = open_reader(prof, mode).get_ranking_features(user_id, cands)
+    feats = open_reader(prof, ReadMode(mode).value).get_ranking_features(user_id, cands)
     n = feats.seq_len
     _print({
         "user_id": feats.user_id, "seq_len": n,
@@ -223,7 +313,7 @@ def read_cmd(
 
 
 @app.command("teardown")
-def teardown_cmd(profile: str = ProfileOpt, root: Path | None = RootOpt,
+def teardown_cmd(profile: ProfileKind = ProfileOpt, root: Path | None = RootOpt,
                  redis_db: int | None = RedisDbOpt, key_prefix: str | None = PrefixOpt,
                  project: str | None = ProjectOpt, pg_schema: str | None = SchemaOpt,
                  yes: bool = typer.Option(False, "--yes", help="really delete")) -> None:

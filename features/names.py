@@ -6,6 +6,17 @@ path only need the names.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+
+class ProfileKind(StrEnum):
+    """The feature-store profiles: ``embedded`` (no server) and ``production`` (Redis,
+    PostgreSQL)."""
+
+    EMBEDDED = "embedded"
+    PRODUCTION = "production"
+
+
 SEQUENCE_VIEW = "user_action_sequence"
 USER_EMB_VIEW = "user_batch_embedding"
 ITEM_VIEW = "item_content"

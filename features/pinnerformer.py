@@ -128,7 +128,8 @@ class PinnerFormerConfig:
     seed: int = 0
     num_threads: int | None = None
 
-    def validate(self) -> None:
+    def validate(self) -> PinnerFormerConfig:
+        """Raise :class:`UserError` naming the first bad setting; return ``self``."""
         checks = [
             (self.history_len >= 1, f"history_len must be >= 1, got {self.history_len}"),
             (self.window_days >= 1, f"window_days must be >= 1, got {self.window_days}"),
@@ -150,6 +151,7 @@ class PinnerFormerConfig:
         for ok, message in checks:
             if not ok:
                 raise UserError(f"PinnerFormer config: {message}")
+        return self
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PinnerFormerConfig:

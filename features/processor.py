@@ -31,6 +31,7 @@ outboxes are replayed idempotently (see ``tests/features/test_exactly_once.py``)
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -71,6 +72,11 @@ REASONS = (
     "too late",
 )
 _EVENT_CODES = np.array([int(a) for a in EVENT_ACTIONS], dtype=np.int8)
+
+
+log = logging.getLogger("transact.features.processor")
+#: a progress line at INFO at most this often while running (per-batch lines are DEBUG)
+LOG_EVERY_S = 10.0
 
 
 def _as_str(message_id: Any) -> str:
@@ -116,8 +122,17 @@ class ProcessorConfig:
     state_cache_users: int = 50_000
 
     def validate(self) -> ProcessorConfig:
+        """Raise :class:`UserError` naming the first bad setting; return ``self``."""
         if self.batch_size < 1:
             raise UserError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.block_ms < 0:
+            raise UserError(f"block_ms must be >= 0, got {self.block_ms}")
+        if self.max_future_ms is not None and self.max_future_ms < 0:
+            raise UserError("max_future_ms must be >= 0 (or None to disable the check)")
+        if self.seq_len < 1:
+            raise UserError(f"seq_len must be >= 1, got {self.seq_len}")
+        if not self.consumer:
+            raise UserError("consumer must be a non-empty name")
         if self.allowed_lateness_ms is not None and self.allowed_lateness_ms < 0:
             raise UserError("allowed_lateness_ms must be >= 0 (or None for unbounded)")
         if self.state_cache_users < 0:
@@ -203,6 +218,8 @@ class StreamProcessor:
         self.cfg = (cfg or ProcessorConfig()).validate()
         self.online_sink = online_sink
         self.epoch = store.start(self.cfg.consumer)
+        log.info("processor started: consumer %s, epoch %s, %s", self.cfg.consumer, self.epoch,
+                 self.cfg)
         self.meta = store.load_meta()
         self._pending_done = False
         self._outbox_clean = False
@@ -392,6 +409,7 @@ class StreamProcessor:
             bar = Progress(transient=True)
             bar.start()
             task = bar.add_task("processing stream", total=None)
+        started = last_log = time.monotonic()
         try:
             n = 0
             while max_batches is None or n < max_batches:
@@ -401,6 +419,14 @@ class StreamProcessor:
                         break
                     continue
                 n += 1
+                log.debug("batch %d (commit %d): %d messages, %d accepted, %d engagements, "
+                          "%d duplicates, %d users updated, dead letters %s", n,
+                          self.meta.commit_seq, result.messages, result.accepted,
+                          result.engagements, result.duplicates, result.users_updated,
+                          result.dead or "none")
+                if result.dead:
+                    log.warning("dead-lettered %d messages: %s", sum(result.dead.values()),
+                                result.dead)
                 total.messages += result.messages
                 total.accepted += result.accepted
                 total.engagements += result.engagements
@@ -411,9 +437,20 @@ class StreamProcessor:
                 if bar is not None and task is not None:
                     bar.update(task, advance=result.messages,
                                description=f"processing stream: {total.messages} messages")
+                now = time.monotonic()
+                if now - last_log >= LOG_EVERY_S:
+                    last_log = now
+                    log.info("processed %d messages in %d batches (%.0f messages/s), "
+                             "watermark %d", total.messages, n,
+                             total.messages / max(now - started, 1e-9),
+                             self.meta.watermark_ms)
         finally:
             if bar is not None:
                 bar.stop()
+            log.info("processor stopped: %d messages, %d accepted, %d engagements, "
+                     "%d duplicates, %d dead letters, %d users updated", total.messages,
+                     total.accepted, total.engagements, total.duplicates,
+                     sum(total.dead.values()), total.users_updated)
         return total
 
 

@@ -57,12 +57,13 @@ from features.feast_layout import (
 from features.names import SEQUENCE_VIEW
 from features.sequence import SEQ_RECORD, decode_sequences, encode_sequences
 from features.stream import GROUP, DecodedBatch, RawBatch, RedisEventStream, SqliteEventQueue
-from transact.errors import UserError
+from transact.errors import InternalError
 from transact.schema import SEQ_LEN
 
 
-class ProcessorFenced(UserError):
-    """Another processor started on the same stream: this one must stop (its commit aborted)."""
+class ProcessorFenced(InternalError):
+    """Another processor started on the same stream: this one must stop (its commit aborted).
+    Not a user mistake: the command exits with the internal-fault code (3)."""
 
 
 @dataclass

@@ -34,11 +34,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from features.names import ProfileKind
 from transact.errors import UserError
 from transact.runtime import quiet_telemetry
 from transact.schema import DAY_MS, ITEM_EMB_DIM, MIN_TIMESTAMP_MS, USER_EMB_DIM
 
-PROFILES = ("embedded", "production")
+PROFILES = tuple(kind.value for kind in ProfileKind)
 
 
 @dataclass
@@ -46,7 +47,7 @@ class FeatureProfile:
     """Where the feature platform keeps things. Build with :meth:`embedded` /
     :meth:`production` or :func:`load_profile`."""
 
-    kind: str = "embedded"
+    kind: ProfileKind = ProfileKind.EMBEDDED
     root: Path = Path("data/features")
     project: str = "transact"
     redis_host: str = "127.0.0.1"
@@ -64,7 +65,9 @@ class FeatureProfile:
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
-        if self.kind not in PROFILES:
+        try:
+            self.kind = ProfileKind(self.kind)
+        except ValueError:
             raise UserError(f"unknown feature profile {self.kind!r}; use one of {PROFILES}")
         if not self.project.replace("_", "").isalnum():
             raise UserError(f"project {self.project!r} must be letters, digits and '_'")
@@ -73,11 +76,11 @@ class FeatureProfile:
 
     @classmethod
     def embedded(cls, root: Path | str = "data/features", **kw: Any) -> FeatureProfile:
-        return cls(kind="embedded", root=Path(root), **kw)
+        return cls(kind=ProfileKind.EMBEDDED, root=Path(root), **kw)
 
     @classmethod
     def production(cls, root: Path | str = "data/features", **kw: Any) -> FeatureProfile:
-        return cls(kind="production", root=Path(root), **kw)
+        return cls(kind=ProfileKind.PRODUCTION, root=Path(root), **kw)
 
     def with_(self, **kw: Any) -> FeatureProfile:
         return replace(self, **kw)

@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from transact.errors import UserError
+from transact.errors import CheckFailed, UserError
 from transact.runtime import quiet_telemetry
 from transact.schema import (
     EVENT_ACTIONS,
@@ -63,8 +63,9 @@ _N_EXAMPLES = 5
 _BATCH_ROWS = 32_768
 
 
-class ValidationFailed(UserError):
-    """A Great Expectations suite failed; the message is the report's summary."""
+class ValidationFailed(CheckFailed):
+    """A Great Expectations suite failed (a failed check, exit code 1); the message is the
+    report's summary."""
 
 
 @dataclass

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from transact.errors import UserError
+from transact.errors import CheckFailed, UserError
 from transact.schema import (
     EVENT_SCHEMA,
     HOUR_MS,
@@ -189,14 +189,14 @@ def test_missing_column_fails_the_schema_check_without_crashing():
     assert "missing ['surface']" in report.summary()
 
 
-def test_raise_if_failed_raises_a_user_error_with_the_summary():
+def test_raise_if_failed_raises_a_failed_check_with_the_summary():
     table = good_events()
     codes = table.column("action_type").to_numpy().copy()
     codes[0] = 0
     report = validate_events(replace(table, "action_type", codes))
     with pytest.raises(ValidationFailed) as info:
         report.raise_if_failed()
-    assert isinstance(info.value, UserError)
+    assert isinstance(info.value, CheckFailed) and not isinstance(info.value, UserError)
     assert "FAILED action_type is a known event action (1..4)" in str(info.value)
     assert "1 of 400 rows" in str(info.value)
 

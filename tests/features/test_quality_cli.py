@@ -46,7 +46,7 @@ def test_cli_processes_reports_status_and_guards_teardown(tmp_path):
     out = runner.invoke(app, ["process", "--profile", "embedded", "--root", str(root),
                               "--no-feast-online", "--batch-size", "100"])
     assert out.exit_code == 0, out.output
-    summary = json.loads(out.output)
+    summary = json.loads(out.stdout)  # logs go to stderr
     assert summary["accepted"] == sc.accepted.num_rows
     assert summary["dead_letters"] == sc.dead
 
@@ -78,3 +78,49 @@ def test_status_says_when_nothing_ran_and_does_not_hide_a_broken_store(tmp_path)
     broken = runner.invoke(app, args)
     assert broken.exit_code != 0
     assert "counters" not in broken.output
+
+
+def test_process_takes_a_config_file_with_options_as_overrides_and_logs(tmp_path):
+    root = tmp_path / "features"
+    sc = stream_scenario(300, n_users=10, invalid_rate=0.05, seed=2)
+    open_stream(FeatureProfile.embedded(root)).publish(sc.published)
+    config = tmp_path / "processor.yaml"
+    config.write_text("batch_size: 7\nstate_cache_users: 3\nblock_ms: 0\n")
+    runner = CliRunner()
+    base = ["process", "--profile", "embedded", "--root", str(root), "--no-feast-online"]
+    out = runner.invoke(app, [*base, "--config", str(config), "--batch-size", "100",
+                              "--log-level", "debug"])
+    assert out.exit_code == 0, out.output
+    logged = out.stderr
+    # the file's settings, the option's override, the dataclass's defaults for the rest
+    assert "batch_size=100" in logged and "state_cache_users=3" in logged
+    assert "block_ms=0" in logged and "dedupe_bucket_ms=3600000" in logged
+    assert "batch 1 (commit 1)" in logged and "processor stopped" in logged
+    assert "dead-lettered" in logged  # warnings for dead letters
+
+    config.write_text("batch_sise: 7\n")
+    bad = runner.invoke(app, [*base, "--config", str(config)])
+    assert bad.exit_code != 0 and "batch_sise" in str(bad.exception)
+
+
+@pytest.mark.slow
+def test_embedding_job_runs_from_a_config_file_with_overrides(tmp_path):
+    from transact.data.synthetic import generate_world
+    from transact.data.synthetic_world import WorldConfig
+
+    world = tmp_path / "world"
+    generate_world(world, WorldConfig(n_users=40, n_items=200, n_days=8, n_topics=4, seed=1))
+    config = tmp_path / "pinnerformer.json"
+    config.write_text(json.dumps({"train_steps": 3, "history_len": 16, "window_days": 2,
+                                  "warmup_days": 1, "batch_size": 8, "n_random_negatives": 8,
+                                  "model": {"n_layers": 1, "item_id_buckets": 0}}))
+    out = CliRunner().invoke(app, ["embeddings", str(world), "--out", str(tmp_path / "pf"),
+                                   "--config", str(config), "--seed", "5", "--day",
+                                   "2026-11-07", "--log-level", "warning"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    assert summary["config"]["train_steps"] == 3 and summary["config"]["seed"] == 5
+    assert summary["config"]["model"]["n_layers"] == 1
+    assert summary["config"]["lr"] == 2e-3  # the dataclass default
+    assert summary["days"] == ["2026-11-07"] and summary["rows_per_day"]["2026-11-07"] > 0
+    assert list((tmp_path / "pf" / "user_embeddings").glob("date=2026-11-07/*.parquet"))

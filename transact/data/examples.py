@@ -81,7 +81,8 @@ class ExampleConfig:
     start_ms: int | None = None
     rows_per_chunk: int = 100_000
 
-    def validate(self) -> None:
+    def validate(self) -> ExampleConfig:
+        """Raise :class:`UserError` naming the first bad setting; return ``self``."""
         if not 1 <= self.seq_len <= 1000:
             raise UserError(f"seq_len must be in [1, 1000], got {self.seq_len}")
         if self.test_days < 1 or self.val_days < 0:
@@ -96,6 +97,7 @@ class ExampleConfig:
             raise UserError("set both test_fraction and val_fraction, or neither")
         if self.rows_per_chunk < 1:
             raise UserError("rows_per_chunk must be >= 1")
+        return self
 
 
 @dataclass

@@ -46,8 +46,7 @@ def run_training_demo(
     artifact = Path(out_dir) / "transact"
     for variant in select_variants(["transact"]):
         cfg = copy.deepcopy(base)
-        variant.apply(cfg.model)
-        cfg.model.validate()
+        cfg.model = variant.apply(cfg.model)
         console.print(f"  training [bold]{variant.name}[/]: {variant.description}")
         result = train_model(cfg, data)
         results[variant.name] = result.test_metrics

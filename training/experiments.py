@@ -15,78 +15,86 @@ import copy
 import dataclasses
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from training.train import TrainConfig, TrainData, train_model
+from training.train import (
+    TrainConfig,
+    TrainData,
+    oracle_metrics,
+    subsample_requests,
+    train_model,
+)
 from transact.errors import UserError
 from transact.metrics import HitAtK
-from transact.model.config import ModelConfig
-from transact.schema import HEAD_POLARITY, HEADS
+from transact.model.config import ConfigError, ModelConfig
+from transact.schema import HEAD_POLARITY, HEADS, HOUR_MS
 
 BASELINE = "no_sequence"
+ORACLE = "oracle"
 
 
-def _enc(**changes: Any) -> Callable[[ModelConfig], None]:
-    def apply(cfg: ModelConfig) -> None:
-        for key, value in changes.items():
-            setattr(cfg.ranker.encoder, key, value)
-    return apply
-
-
-def _ranker(**changes: Any) -> Callable[[ModelConfig], None]:
-    def apply(cfg: ModelConfig) -> None:
-        for key, value in changes.items():
-            setattr(cfg.ranker, key, value)
-    return apply
-
-
-def _both(*steps: Callable[[ModelConfig], None]) -> Callable[[ModelConfig], None]:
-    def apply(cfg: ModelConfig) -> None:
-        for step in steps:
-            step(cfg)
-    return apply
-
-
-_NO_REALTIME = _both(_enc(kind="none"), _ranker(use_sequence_stats=False))
+_NO_REALTIME_ENC = {"kind": "none"}
+_NO_REALTIME_RANKER = {"use_sequence_stats": False}
 
 
 @dataclass(frozen=True)
 class Variant:
+    """A named change of the base model: ``encoder`` / ``ranker`` map field names of
+    :class:`EncoderConfig` / :class:`RankerConfig` to new values (a misspelt name is an
+    error, not a silently added attribute)."""
+
     name: str
     group: str
     description: str
-    apply: Callable[[ModelConfig], None]
+    encoder: dict[str, Any] = field(default_factory=dict)
+    ranker: dict[str, Any] = field(default_factory=dict)
+
+    def apply(self, cfg: ModelConfig) -> ModelConfig:
+        """A validated copy of ``cfg`` with this variant's changes."""
+        try:
+            encoder = dataclasses.replace(cfg.ranker.encoder, **self.encoder)
+            ranker = dataclasses.replace(cfg.ranker, encoder=encoder, **self.ranker)
+        except TypeError as err:
+            raise ConfigError(f"variant {self.name!r}: {err}") from err
+        return dataclasses.replace(cfg, ranker=ranker).validate()
 
 
 VARIANTS: tuple[Variant, ...] = (
-    Variant(BASELINE, "baselines", "no realtime sequence (batch user embedding only)",
-            _NO_REALTIME),
-    Variant("wdl_avg", "baselines", "WDL + average-pooled sequence", _enc(kind="avg")),
+    Variant(BASELINE, "baselines", "no realtime sequence encoder (batch user embedding and "
+            "the sequence's count features)", encoder=_NO_REALTIME_ENC),
+    Variant("wdl_avg", "baselines", "WDL + average-pooled sequence", encoder={"kind": "avg"}),
     Variant("bst_all", "baselines", "BST: append fusion + learned positions, all actions",
-            _enc(fusion="append", positional="learned")),
+            encoder={"fusion": "append", "positional": "learned"}),
     Variant("bst_positive", "baselines", "BST, positive actions only (click/save)",
-            _enc(fusion="append", positional="learned", actions="positive")),
-    Variant("transact", "baselines", "TransAct (concat, 2 layers, K=10 + max pool, window mask)",
-            _enc()),
+            encoder={"fusion": "append", "positional": "learned", "actions": "positive"}),
+    Variant("transact", "baselines", "TransAct (concat, 2 layers, K=10 + max pool)"),
+    Variant("no_realtime", "hybrid", "batch embedding only: no sequence encoder and no "
+            "sequence count features", encoder=_NO_REALTIME_ENC, ranker=_NO_REALTIME_RANKER),
     Variant("no_batch_emb", "hybrid", "TransAct without the batch user embedding",
-            _ranker(use_batch_user_emb=False)),
+            ranker={"use_batch_user_emb": False}),
     Variant("no_realtime_no_batch", "hybrid", "neither realtime sequence nor batch embedding",
-            _both(_NO_REALTIME, _ranker(use_batch_user_emb=False))),
+            encoder=_NO_REALTIME_ENC,
+            ranker={**_NO_REALTIME_RANKER, "use_batch_user_emb": False}),
     Variant("append_fusion", "fusion", "TransAct with append instead of concat fusion",
-            _enc(fusion="append")),
+            encoder={"fusion": "append"}),
     Variant("enc_cnn", "encoder", "CNN encoder (2 conv layers), concat tokens, K+max pool",
-            _enc(kind="cnn")),
-    Variant("enc_lstm", "encoder", "LSTM encoder, concat tokens, K+max pool", _enc(kind="lstm")),
-    Variant("k_only", "compression", "first K=10 columns only", _enc(max_pool=False)),
-    Variant("maxpool_only", "compression", "max pool only", _enc(first_k=0)),
-    Variant("seq_len_20", "length", "TransAct on the newest 20 actions", _enc(seq_len=20)),
+            encoder={"kind": "cnn"}),
+    Variant("enc_lstm", "encoder", "LSTM encoder, concat tokens, K+max pool",
+            encoder={"kind": "lstm"}),
+    Variant("k_only", "compression", "first K=10 columns only", encoder={"max_pool": False}),
+    Variant("maxpool_only", "compression", "max pool only", encoder={"first_k": 0}),
+    Variant("seq_len_20", "length", "TransAct on the newest 20 actions",
+            encoder={"seq_len": 20}),
     Variant("no_window_mask", "mask", "TransAct without the random time-window mask",
-            _enc(time_window_mask=False)),
+            encoder={"time_window_mask": False}),
+    Variant("window_mask_24h_drop", "mask", "the paper's mask: window U(0, 24 h), masked "
+            "actions dropped from the sequence",
+            encoder={"time_window_mask": True, "time_window_ms": 24 * HOUR_MS,
+                     "time_window_mode": "drop"}),
 )
 VARIANT_NAMES: tuple[str, ...] = tuple(v.name for v in VARIANTS)
 #: "batch embedding only (no realtime)" is the baseline itself (listed for the paper's table)
@@ -137,10 +145,7 @@ class VariantResult:
 
 
 def run_variant(variant: Variant, base: TrainConfig, data: TrainData, seed: int) -> VariantResult:
-    cfg = copy.deepcopy(base)
-    cfg.seed = seed
-    variant.apply(cfg.model)
-    cfg.model.validate()
+    cfg = dataclasses.replace(base, seed=seed, model=variant.apply(copy.deepcopy(base.model)))
     result = train_model(cfg, data)
     return VariantResult(variant.name, result.test_metrics, result.val_metrics,
                          result.train_seconds, result.steps, result.n_parameters,
@@ -172,13 +177,14 @@ def run_experiments(
     seeds: int = 1,
     progress: bool = False,
 ) -> list[VariantResult]:
-    """Train the chosen variants (seeds ``0..seeds-1``), write the table, return the results.
-
-    With several seeds the table shows the mean over seeds and the bootstrap uses seed 0.
-    """
+    """Train the chosen variants (seeds ``0..seeds-1``), write the table, return the results
+    of seed 0. Where the data carry the oracle's probabilities (the synthetic world), the table
+    has an ``oracle`` row per seed's evaluation subset and each model's share of the AUC gap
+    from the baseline to the oracle."""
     base = base or experiment_base_config()
     chosen = select_variants(variants)
     results: dict[str, list[VariantResult]] = {}
+    oracle = _oracle_runs(data, base, seeds)
     started = time.perf_counter()
     bar = _bar(progress, len(chosen) * seeds)
     out_path = Path(out_path)
@@ -191,25 +197,47 @@ def run_experiments(
         # rewrite after every variant: a long run that is stopped keeps what it finished
         done = [v for v in chosen if len(results.get(v.name, [])) == seeds]
         _write(out_path, results, done, source, command, base, data, seeds,
-               time.perf_counter() - started, complete=len(done) == len(chosen))
+               time.perf_counter() - started, complete=len(done) == len(chosen), oracle=oracle)
     if bar is not None:
         bar[0].stop()
     return [runs[0] for runs in results.values()]
 
 
+def _oracle_runs(data: TrainData, base: TrainConfig, seeds: int) -> list[VariantResult]:
+    """The oracle's test metrics on each seed's evaluation subset ([] without a truth)."""
+    if data.test is None:
+        return []
+    runs = []
+    for seed in range(seeds):
+        test = subsample_requests(data.test, base.max_eval_requests, seed)
+        val = subsample_requests(data.val, base.max_eval_requests, seed)
+        test_metrics, val_metrics = oracle_metrics(test, base.utility), oracle_metrics(
+            val, base.utility)
+        if test_metrics is None or val_metrics is None:
+            return []
+        runs.append(VariantResult(ORACLE, test_metrics[0], val_metrics[0], 0.0, 0, 0,
+                                  test_metrics[1]))
+    return runs
+
+
 def _write(out_path: Path, results: dict[str, list[VariantResult]], done: list[Variant],
            source: str, command: str, base: TrainConfig, data: TrainData, seeds: int,
-           elapsed: float, complete: bool) -> None:
+           elapsed: float, complete: bool, oracle: list[VariantResult] | None = None) -> None:
     finished = {v.name: results[v.name] for v in done}
-    text = render_table(finished, done, source, command, base, data, seeds, elapsed)
+    text = render_table(finished, done, source, command, base, data, seeds, elapsed,
+                        oracle or [])
     if not complete:
         text = text.replace("\nGenerated by:", f"\n**In progress: {len(done)} variants done.**"
                             "\n\nGenerated by:", 1)
     out_path.write_text(text)
-    out_path.with_suffix(".json").write_text(json.dumps(
-        {name: [{"test": r.test, "val": r.val, "train_seconds": r.train_seconds,
-                 "steps": r.steps, "n_parameters": r.n_parameters} for r in runs]
-         for name, runs in finished.items()}, indent=1, default=float))
+    payload = {name: [{"seed": seed, "test": r.test, "val": r.val,
+                       "train_seconds": r.train_seconds, "steps": r.steps,
+                       "n_parameters": r.n_parameters} for seed, r in enumerate(runs)]
+               for name, runs in finished.items()}
+    if oracle:
+        payload[ORACLE] = [{"seed": seed, "test": r.test, "val": r.val}
+                           for seed, r in enumerate(oracle)]
+    out_path.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=float))
 
 
 def _bar(enabled: bool, total: int):  # noqa: ANN202 - rich types are optional here
@@ -222,8 +250,23 @@ def _bar(enabled: bool, total: int):  # noqa: ANN202 - rich types are optional h
     return bar, bar.add_task("variants", total=total)
 
 
+def _values(runs: list[VariantResult], key: str) -> np.ndarray:
+    return np.array([r.test.get(key, float("nan")) for r in runs], dtype=np.float64)
+
+
 def _mean(runs: list[VariantResult], key: str) -> float:
-    return float(np.mean([r.test.get(key, float("nan")) for r in runs]))
+    return float(np.mean(_values(runs, key)))
+
+
+def seed_test(variant: np.ndarray, baseline: np.ndarray) -> float:
+    """Two-sided p-value of Welch's t-test between per-seed values (NaN below 2 seeds each)."""
+    from scipy.stats import ttest_ind
+
+    if len(variant) < 2 or len(baseline) < 2:
+        return float("nan")
+    if np.std(variant) == 0 and np.std(baseline) == 0:
+        return 0.0 if np.mean(variant) != np.mean(baseline) else 1.0
+    return float(ttest_ind(variant, baseline, equal_var=False).pvalue)
 
 
 def _fmt_rel(point: float, low: float, high: float) -> str:
@@ -233,11 +276,23 @@ def _fmt_rel(point: float, low: float, high: float) -> str:
     return f"{point * 100:+.1f}%{star}"
 
 
+def _cell(runs: list[VariantResult], key: str) -> str:
+    values = _values(runs, key)
+    if len(values) > 1:
+        return f"{values.mean():.4f} ± {values.std(ddof=1):.4f}"
+    return f"{values.mean():.4f}"
+
+
 def render_table(results: dict[str, list[VariantResult]], chosen: list[Variant], source: str,
                  command: str, base: TrainConfig, data: TrainData, seeds: int,
-                 elapsed: float) -> str:
+                 elapsed: float, oracle: list[VariantResult] | None = None) -> str:
+    oracle = oracle or []
     baseline = results[BASELINE]
     budget = {k: v for k, v in dataclasses.asdict(base).items() if k != "model"}
+    significance = (
+        "`*` = Welch's t-test across the seeds' values gives p < 0.05" if seeds > 1 else
+        "`*` = the paired bootstrap 95 % interval over test requests excludes 0 (one seed: "
+        "test-set noise only, not training noise)")
     lines = [
         f"# Offline experiments: {source}",
         "",
@@ -248,60 +303,91 @@ def render_table(results: dict[str, list[VariantResult]], chosen: list[Variant],
         "```",
         "",
         f"Data: {len(data.train):,} train / {len(data.val):,} val / "
-        f"{len(data.test) if data.test is not None else 0:,} test examples. "
-        f"Seeds: {seeds}. Wall time: {elapsed / 60:.1f} min.",
+        f"{len(data.test) if data.test is not None else 0:,} test examples; item vectors: "
+        f"`{data.item_representation}`. Seeds: {seeds} (0..{seeds - 1}). Wall time: "
+        f"{elapsed / 60:.1f} min.",
         "",
-        f"Budget (same for every variant): `{json.dumps(budget)}`; ranker: "
-        f"{base.model.ranker.n_cross_layers} full-rank cross layer(s), MLP "
-        f"{base.model.ranker.mlp_dims}.",
+        f"Budget (same for every variant): `{json.dumps(budget, default=str)}`.",
+        "",
+        f"Base model: `{json.dumps(dataclasses.asdict(base.model.ranker), default=str)}`.",
         "",
         "HIT@3 (test): candidates of a request ranked by p_click + p_save - p_hide; per label "
         "the share of its positives (capped at 3) that reach the top 3, over requests with >= 4 "
         "candidates and >= 1 positive (see `transact/metrics.py`). Higher is better for click "
-        "and save, **lower is better for hide**. Relative changes are vs `no_sequence`; `*` = "
-        "the paired bootstrap 95 % interval over test requests excludes 0.",
+        "and save, **lower is better for hide**. Cells are mean ± std over seeds. Relative "
+        f"changes are vs `{BASELINE}`; {significance}.",
         "",
-        "| variant | group | HIT@3 click | HIT@3 save | HIT@3 hide | Δ click | Δ save | Δ hide "
-        "| AUC click | AUC save | AUC hide | paper Δ save / hide | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for variant in chosen:
-        runs = results[variant.name]
+    head_cols = " | ".join(f"HIT@3 {h}" for h in HEADS)
+    delta_cols = " | ".join(f"Δ {h}" for h in HEADS)
+    auc_cols = " | ".join(f"AUC {h}" for h in HEADS)
+    gap_cols = (" | " + " | ".join(f"gap closed {h}" for h in HEADS)) if oracle else ""
+    n_cols = 2 + 3 * len(HEADS) + (len(HEADS) if oracle else 0) + 2
+    lines += [f"| variant | group | {head_cols} | {delta_cols} | {auc_cols}{gap_cols} "
+              "| paper Δ save / hide | train s |", "|" + "---|" * n_cols]
+    rows = [(v.name, v.group) for v in chosen]
+    if oracle:
+        rows.append((ORACLE, "ceiling"))
+    for name, group in rows:
+        runs = oracle if name == ORACLE else results[name]
         rel = []
         for head in HEADS:
-            if variant.name == BASELINE:
+            if name == BASELINE:
                 rel.append("—")
                 continue
             if seeds == 1:
                 rel.append(_fmt_rel(*paired_bootstrap(runs[0].hits[head], baseline[0].hits[head])))
             else:
-                b, v = _mean(baseline, f"hit3_{head}"), _mean(runs, f"hit3_{head}")
-                rel.append(f"{(v - b) / b * 100:+.1f}%" if b else "n/a")
-        paper = PAPER.get(variant.name)
+                key = f"hit3_{head}"
+                b, v = _mean(baseline, key), _mean(runs, key)
+                star = "*" if seed_test(_values(runs, key), _values(baseline, key)) < 0.05 else ""
+                rel.append(f"{(v - b) / b * 100:+.1f}%{star}" if b else "n/a")
+        gaps = []
+        if oracle:
+            for head in HEADS:
+                key = f"auc_{head}"
+                b, o, v = _mean(baseline, key), _mean(oracle, key), _mean(runs, key)
+                gaps.append("—" if name in (BASELINE, ORACLE) or o <= b
+                            else f"{(v - b) / (o - b) * 100:.0f}%")
+        paper = PAPER.get(name)
+        seconds = "" if name == ORACLE else f"{np.mean([r.train_seconds for r in runs]):.0f}"
         lines.append(
-            f"| `{variant.name}` | {variant.group} | "
-            + " | ".join(f"{_mean(runs, f'hit3_{h}'):.4f}" for h in HEADS) + " | "
+            f"| `{name}` | {group} | "
+            + " | ".join(_cell(runs, f"hit3_{h}") for h in HEADS) + " | "
             + " | ".join(rel) + " | "
-            + " | ".join(f"{_mean(runs, f'auc_{h}'):.4f}" for h in HEADS) + " | "
-            + (f"{paper[0]} / {paper[1]}" if paper else "") + " | "
-            + f"{np.mean([r.train_seconds for r in runs]):.0f} |")
+            + " | ".join(_cell(runs, f"auc_{h}") for h in HEADS)
+            + ((" | " + " | ".join(gaps)) if oracle else "") + " | "
+            + (f"{paper[0]} / {paper[1]}" if paper else "") + f" | {seconds} |")
     lines += ["", "Variants:", ""]
     lines += [f"- `{v.name}`: {v.description}" for v in chosen]
-    lines += ["", "Direction check (our run): " + _direction_summary(results)]
+    if oracle:
+        lines.append(f"- `{ORACLE}`: the synthetic world's true outcome probabilities of every "
+                     "impression (never a model input); 'gap closed' = (AUC − baseline AUC) / "
+                     "(oracle AUC − baseline AUC)")
+    lines += ["", "TransAct against each other variant (mean difference over seeds; p: Welch's "
+              "t-test across seeds, where there are >= 2 seeds):", ""]
+    lines += _transact_comparison(results)
     return "\n".join(lines) + "\n"
 
 
-def _direction_summary(results: dict[str, list[VariantResult]]) -> str:
+def _transact_comparison(results: dict[str, list[VariantResult]]) -> list[str]:
     if "transact" not in results:
-        return "TransAct was not run."
-    parts = []
-    for name in results:
-        if name in ("transact", BASELINE):
+        return ["TransAct was not run."]
+    ours = results["transact"]
+    lines = []
+    for name, runs in results.items():
+        if name == "transact":
             continue
-        verdicts = []
-        for head, polarity in zip(HEADS, HEAD_POLARITY, strict=True):
-            t, o = _mean(results["transact"], f"hit3_{head}"), _mean(results[name], f"hit3_{head}")
-            better = (t - o) * polarity > 0
-            verdicts.append(f"{head} {'better' if better else 'not better'}")
-        parts.append(f"TransAct vs `{name}`: " + ", ".join(verdicts))
-    return "; ".join(parts) + "."
+        parts = []
+        for metric in ("hit3", "auc"):
+            for head, polarity in zip(HEADS, HEAD_POLARITY, strict=True):
+                key = f"{metric}_{head}"
+                # AUC is higher-is-better for every head; HIT@3 of hide is lower-is-better
+                sign = polarity if metric == "hit3" else 1
+                diff = _mean(ours, key) - _mean(runs, key)
+                p = seed_test(_values(ours, key), _values(runs, key))
+                verdict = "better" if diff * sign > 0 else "worse"
+                p_text = f", p={p:.3f}" if np.isfinite(p) else ""
+                parts.append(f"{metric.upper()} {head} {diff:+.4f} ({verdict}{p_text})")
+        lines.append(f"- vs `{name}`: " + "; ".join(parts))
+    return lines

@@ -30,6 +30,7 @@ from transact.model.config import ConfigError, ModelConfig
 from transact.model.features import ExampleArrays, collate, read_examples
 from transact.model.loss import multitask_loss, user_weights
 from transact.model.ranker import Pinnability
+from transact.schema import HEADS
 
 
 @dataclass
@@ -96,10 +97,54 @@ class TrainData:
     test: ExampleArrays | None
     item_table: np.ndarray
     source: str = ""
+    #: which item vectors ``item_table`` holds (must match the model's
+    #: ``RankerConfig.item_representation``)
+    item_representation: str = "content"
 
 
-def load_training_data(examples_dir: Path | str) -> TrainData:
-    """Read ``examples_dir/{train,val,test}`` and ``examples_dir/items.parquet``."""
+def _item_table(examples_dir: Path, representation: str) -> np.ndarray:
+    content = item_embedding_table(read_items(examples_dir))
+    if representation == "content":
+        return content
+    if representation == "graph":
+        from training.item_embeddings import read_item_graph
+
+        return read_item_graph(examples_dir, len(content))
+    raise ConfigError(f"item_representation={representation!r} is not one of "
+                      f"['content', 'graph']")
+
+
+def attach_oracle(examples: ExampleArrays, truth_dir: Path) -> ExampleArrays:
+    """Fill ``examples.oracle_probs`` from the synthetic world's ``truth/part-*.parquet``
+    (joined on ``(request_id, item_id)``); rows the truth lacks stay NaN."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    parts = sorted(truth_dir.glob("part-*.parquet"))
+    if not parts:
+        return examples
+    truth = pd.concat([pq.read_table(p).to_pandas() for p in parts], ignore_index=True)
+    rows = pd.DataFrame({"request_id": examples.request_id, "item_id": examples.item_id})
+    joined = rows.merge(truth, on=["request_id", "item_id"], how="left", validate="m:1")
+    oracle = joined[[f"p_{h}" for h in HEADS]].to_numpy(np.float32)
+    return dataclasses.replace(examples, oracle_probs=oracle)
+
+
+def oracle_metrics(examples: ExampleArrays, utility: tuple[float, ...] = DEFAULT_UTILITY
+                   ) -> tuple[dict[str, float], dict[str, HitAtK]] | None:
+    """The ceiling: metrics of the true probabilities, or None when some row lacks them."""
+    if not len(examples) or not np.isfinite(examples.oracle_probs).all():
+        return None
+    return ranking_metrics_detail(examples.request_id, examples.oracle_probs, examples.labels,
+                                  utility)
+
+
+def load_training_data(examples_dir: Path | str, item_representation: str = "content"
+                       ) -> TrainData:
+    """Read ``examples_dir/{train,val,test}`` and ``examples_dir/items.parquet``; where the
+    examples carry the synthetic world's ``truth/``, val and test get the oracle's
+    probabilities (``ExampleArrays.oracle_probs``). ``item_representation``: ``content``
+    (``items.parquet``) or ``graph`` (the item-embedding job's ``item_graph.parquet``)."""
     examples_dir = Path(examples_dir)
     if not (examples_dir / "train").is_dir():
         raise UserError(f"{examples_dir} holds no train/ split; build examples first with "
@@ -110,12 +155,16 @@ def load_training_data(examples_dir: Path | str) -> TrainData:
                         f"dataset's items.parquet")
     test_dir = examples_dir / "test"
     has_test = test_dir.is_dir() and any(test_dir.glob("part-*.parquet"))
+    truth_dir = examples_dir / "truth"
+    val = attach_oracle(read_examples(examples_dir / "val"), truth_dir)
+    test = attach_oracle(read_examples(test_dir), truth_dir) if has_test else None
     return TrainData(
         train=read_examples(examples_dir / "train"),
-        val=read_examples(examples_dir / "val"),
-        test=read_examples(test_dir) if has_test else None,
-        item_table=item_embedding_table(read_items(examples_dir)),
+        val=val,
+        test=test,
+        item_table=_item_table(examples_dir, item_representation),
         source=examples_dir.name,
+        item_representation=item_representation,
     )
 
 
@@ -211,6 +260,12 @@ def evaluate(model: Pinnability, examples: ExampleArrays, item_table: np.ndarray
 def train_model(cfg: TrainConfig, data: TrainData) -> TrainResult:
     """Train a :class:`Pinnability` with Adam; returns validation and test metrics."""
     cfg.validate()
+    if cfg.model.ranker.item_representation != data.item_representation:
+        raise ConfigError(
+            f"the model expects {cfg.model.ranker.item_representation!r} item vectors but the "
+            f"data holds {data.item_representation!r} ones; load it with "
+            f"load_training_data(..., item_representation="
+            f"{cfg.model.ranker.item_representation!r})")
     if len(data.train) == 0 or len(data.val) == 0:
         raise UserError("training needs non-empty train and val splits (got "
                         f"{len(data.train)} / {len(data.val)} rows); use more days of data")

@@ -373,6 +373,10 @@ def build_examples(
     for split in SPLITS:
         (out_dir / split).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(dataset_dir / "items.parquet", out_dir / "items.parquet")
+    # the synthetic world's oracle (true outcome probabilities); models never read it
+    shutil.rmtree(out_dir / "truth", ignore_errors=True)
+    if (dataset_dir / "truth").is_dir():
+        shutil.copytree(dataset_dir / "truth", out_dir / "truth")
 
     stats = ExampleStats(source=meta.source)
     stats.split_boundaries_ms = {"val_start": val_start, "test_start": test_start}

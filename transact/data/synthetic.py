@@ -19,6 +19,7 @@ generator); the ground truth of a user depends on ``seed`` and the user id only.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,10 +37,18 @@ from transact.data.synthetic_world import (
     topic_name,
 )
 from transact.errors import UserError
-from transact.schema import DAY_MS, EVENT_SCHEMA, ITEM_EMB_DIM, ITEM_SCHEMA
+from transact.schema import DAY_MS, EVENT_SCHEMA, HEADS, ITEM_EMB_DIM, ITEM_SCHEMA
 
 __all__ = ["SyntheticWorld", "UserParams", "UserState", "WorldConfig", "generate_world",
            "items_table", "ChunkEvents"]
+
+#: The oracle's file (``truth/part-NNNNN.parquet``, one per events part): the true outcome
+#: probabilities of every impression. Models never read it; the experiment runner scores it as
+#: the ceiling ("oracle") beside every model.
+TRUTH_SCHEMA = pa.schema(
+    [pa.field("request_id", pa.int64(), nullable=False),
+     pa.field("item_id", pa.int64(), nullable=False)]
+    + [pa.field(f"p_{head}", pa.float32(), nullable=False) for head in HEADS])
 
 #: Minimum pause between two sessions of a user (so sessions split cleanly at a 30 min gap).
 SESSION_GAP_MS = 30 * 60 * 1000
@@ -55,6 +64,9 @@ class ChunkEvents:
     timestamps_ms: np.ndarray  # int64
     surface_codes: np.ndarray  # int8 index into SURFACE_NAMES
     request_index: np.ndarray  # int64 0-based request number within the chunk, in (user, time)
+    #: (N, 3) float32 true probabilities of click, save, hide of each impression (the world's
+    #: response model at the moment of the impression); ``None`` when not recorded
+    true_probs: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.user_ids)
@@ -73,6 +85,18 @@ class ChunkEvents:
             "surface": surfaces.cast(pa.string()),
             "request_id": pa.array(first_request_id + self.request_index),
         }, schema=EVENT_SCHEMA)
+
+    def truth_table(self, first_request_id: int) -> pa.Table:
+        """The oracle's columns (:data:`TRUTH_SCHEMA`): true p_click / p_save / p_hide of every
+        impression, keyed by ``(request_id, item_id)`` (a slate holds distinct items)."""
+        if self.true_probs is None:
+            raise ValueError("this chunk was simulated without recording the true probabilities")
+        probs = self.true_probs
+        return pa.table({
+            "request_id": pa.array(first_request_id + self.request_index),
+            "item_id": pa.array(self.item_ids),
+            **{f"p_{head}": pa.array(probs[:, k]) for k, head in enumerate(HEADS)},
+        }, schema=TRUTH_SCHEMA)
 
 
 def items_table(world: SyntheticWorld) -> pa.Table:
@@ -93,8 +117,11 @@ def items_table(world: SyntheticWorld) -> pa.Table:
 
 
 def simulate_chunk(world: SyntheticWorld, user_ids: np.ndarray,
-                   rng: np.random.Generator) -> ChunkEvents:
+                   rng: np.random.Generator, record_truth: bool = False) -> ChunkEvents:
     """Simulate ``n_days`` of sessions for ``user_ids`` (B,) with the logging policy.
+
+    ``record_truth`` keeps each impression's true (click, save, hide) probabilities in
+    :attr:`ChunkEvents.true_probs` (the draws, and so the events, are the same either way).
 
     Loops over days, session slots and request slots; each step is vectorised over the users
     active in it. Returns the chunk's events sorted by (user, time, slate position).
@@ -113,6 +140,7 @@ def simulate_chunk(world: SyntheticWorld, user_ids: np.ndarray,
     step_items: list[np.ndarray] = []
     step_actions: list[np.ndarray] = []
     step_surfaces: list[np.ndarray] = []
+    step_probs: list[np.ndarray] = []
     for day in range(cfg.n_days):
         state.day[:] = day
         state.mixture = world.mixture_from_params(params, day)
@@ -136,7 +164,10 @@ def simulate_chunk(world: SyntheticWorld, user_ids: np.ndarray,
                 whole = active.size == rows.size
                 part = session if whole else session.take(active)
                 items = world.logging_slate(part, rng)
-                actions = world.respond(part, items, rng)
+                probs = world.engagement_probs(part, items)
+                actions = world.respond(part, items, rng, probs)
+                if record_truth:
+                    step_probs.append(probs[..., 1:].astype(np.float32))
                 world.observe(part, items, actions)
                 if not whole:
                     session.put(active, part)
@@ -155,7 +186,7 @@ def simulate_chunk(world: SyntheticWorld, user_ids: np.ndarray,
     if not step_rows:
         empty = np.empty(0, dtype=np.int64)
         return ChunkEvents(empty, empty, empty.astype(np.int8), empty, empty.astype(np.int8),
-                           empty)
+                           empty, np.zeros((0, 3), np.float32) if record_truth else None)
     request_rows = np.concatenate(step_rows)  # (R,) in step order = time order per user
     request_times = np.concatenate(step_times)
     request_surfaces = np.concatenate(step_surfaces)
@@ -163,6 +194,7 @@ def simulate_chunk(world: SyntheticWorld, user_ids: np.ndarray,
     actions = np.concatenate(step_actions)
     del step_items, step_actions
     order = np.argsort(request_rows, kind="stable")  # (user, time)
+    true_probs = (np.concatenate(step_probs)[order].reshape(-1, 3) if record_truth else None)
     return ChunkEvents(
         user_ids=np.repeat(user_ids[request_rows[order]], slate),
         item_ids=items[order].ravel(),
@@ -170,6 +202,7 @@ def simulate_chunk(world: SyntheticWorld, user_ids: np.ndarray,
         timestamps_ms=np.repeat(request_times[order], slate),
         surface_codes=np.repeat(request_surfaces[order], slate),
         request_index=np.repeat(np.arange(len(order), dtype=np.int64), slate),
+        true_probs=true_probs,
     )
 
 
@@ -178,7 +211,9 @@ def generate_world(out_dir: Path | str, cfg: WorldConfig | None = None,
     """Write the world of ``cfg`` to ``out_dir`` (a dataset directory) and return its meta.
 
     Streams ``ceil(n_users / users_per_chunk)`` chunks, one events part each; memory is bounded
-    by ``users_per_chunk``. Existing event parts in ``out_dir`` are replaced.
+    by ``users_per_chunk``. Existing event parts in ``out_dir`` are replaced. With
+    ``cfg.record_truth`` each events part gets a ``truth/part-NNNNN.parquet`` twin holding the
+    impressions' true probabilities (:data:`TRUTH_SCHEMA`), the oracle of the experiment tables.
     """
     cfg = (cfg or WorldConfig()).validate()
     out_dir = Path(out_dir)
@@ -188,6 +223,10 @@ def generate_world(out_dir: Path | str, cfg: WorldConfig | None = None,
     world = SyntheticWorld(cfg)
     pq.write_table(items_table(world), out_dir / "items.parquet", compression="zstd")
     writer = EventPartWriter(out_dir)
+    truth_dir = out_dir / "truth"
+    shutil.rmtree(truth_dir, ignore_errors=True)
+    if cfg.record_truth:
+        truth_dir.mkdir()
     n_chunks = -(-cfg.n_users // cfg.users_per_chunk)
     next_event_id, next_request_id, users_with_events = 1, 1, 0
 
@@ -212,8 +251,12 @@ def generate_world(out_dir: Path | str, cfg: WorldConfig | None = None,
             user_ids = np.arange(first, min(first + cfg.users_per_chunk, cfg.n_users + 1),
                                  dtype=np.int64)
             rng = np.random.default_rng([cfg.seed, 2, chunk])
-            events = simulate_chunk(world, user_ids, rng)
+            events = simulate_chunk(world, user_ids, rng, record_truth=cfg.record_truth)
             n_requests = int(events.request_index[-1]) + 1 if len(events) else 0
+            if cfg.record_truth and len(events):
+                pq.write_table(events.truth_table(next_request_id),
+                               truth_dir / f"part-{writer.n_parts:05d}.parquet",
+                               compression="zstd")
             writer.write(events.to_table(next_event_id, next_request_id))
             next_event_id += len(events)
             next_request_id += n_requests

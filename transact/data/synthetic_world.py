@@ -170,6 +170,9 @@ class WorldConfig:
 
     # --- streaming ------------------------------------------------------------------------
     users_per_chunk: int = 10_000
+    #: also write every impression's true click / save / hide probabilities
+    #: (``truth/part-*.parquet``): the oracle that experiment tables report as the ceiling
+    record_truth: bool = True
 
     def validate(self) -> WorldConfig:
         """Raise :class:`UserError` naming the first bad value; return ``self`` when all fine."""
@@ -502,9 +505,14 @@ class SyntheticWorld:
         return np.stack([p_skip, p_click, p_save, p_hide], axis=-1)
 
     def respond(self, state: UserState, item_ids: np.ndarray,
-                rng: np.random.Generator) -> np.ndarray:
-        """Sample outcomes (B, S) int8 :class:`ActionType` codes for slates ``item_ids`` (B, S)."""
-        probs = self.engagement_probs(state, item_ids)
+                rng: np.random.Generator, probs: np.ndarray | None = None) -> np.ndarray:
+        """Sample outcomes (B, S) int8 :class:`ActionType` codes for slates ``item_ids`` (B, S).
+
+        ``probs`` ``(B, S, 4)``: the slates' :meth:`engagement_probs` when the caller already
+        has them (the generator keeps them as the oracle's truth); computed otherwise.
+        """
+        if probs is None:
+            probs = self.engagement_probs(state, item_ids)
         cum = np.cumsum(probs[..., 1:], axis=-1)  # click, click+save, click+save+hide
         draws = rng.random(item_ids.shape)
         outcome = (draws[..., None] >= cum).sum(axis=-1)  # 0 click .. 3 skip

@@ -17,6 +17,8 @@ FUSIONS: tuple[str, ...] = ("concat", "append")
 POSITIONAL: tuple[str, ...] = ("none", "learned")
 SEQUENCE_ACTION_FILTERS: tuple[str, ...] = ("all", "positive")
 USER_WEIGHTINGS: tuple[str, ...] = ("uniform", "inverse_sqrt_activity")
+WINDOW_MODES: tuple[str, ...] = ("drop", "keys")
+INPUT_NORMS: tuple[str, ...] = ("none", "layer", "block")
 
 #: Default time window of the random mask: 24 hours, as in the paper.
 DEFAULT_WINDOW_MS = 24 * HOUR_MS
@@ -63,6 +65,15 @@ class EncoderConfig:
     max_pool: bool = True
     time_window_mask: bool = True
     time_window_ms: int = DEFAULT_WINDOW_MS
+    #: ``drop``: actions in the window are removed from the sequence (as if they had not
+    #: happened); ``keys``: they stay in the sequence but no token attends to them (the
+    #: public reference's semantics; the newest action always stays a key; transformer only)
+    time_window_mode: str = "drop"
+    #: training only: encode just the newest ``train_seq_len`` usable actions (cheaper steps;
+    #: evaluation and serving still use ``seq_len``). ``None``: ``seq_len`` everywhere
+    train_seq_len: int | None = None
+    #: std of the action-type embedding's N(0, std) init (1.0 = PyTorch's default)
+    action_emb_std: float = 1.0
     cnn_kernel: int = 3
 
     @property
@@ -99,6 +110,11 @@ class EncoderConfig:
             raise ConfigError(f"encoder.dropout must be in [0, 1), got {self.dropout}")
         if self.time_window_ms < 0:
             raise ConfigError("encoder.time_window_ms must be >= 0")
+        if self.train_seq_len is not None and self.train_seq_len < 1:
+            raise ConfigError(f"encoder.train_seq_len must be >= 1, got {self.train_seq_len}")
+        _check_choice("encoder.time_window_mode", self.time_window_mode, WINDOW_MODES)
+        if self.action_emb_std <= 0:
+            raise ConfigError(f"encoder.action_emb_std must be > 0, got {self.action_emb_std}")
 
 
 @dataclass
@@ -150,8 +166,13 @@ class RankerConfig:
     item_id_buckets: int = 4096
     item_id_emb_dim: int = 16
     hour_emb_dim: int = 8
-    #: normalise x0 before the cross layers: ``none`` or ``layer`` (LayerNorm over x0)
+    #: normalise x0 before the cross layers: ``none``, ``layer`` (one LayerNorm over x0) or
+    #: ``block`` (a LayerNorm per feature block: categorical, numeric, encoder output, batch
+    #: user embedding, candidate; so a 1,056-wide encoder block cannot drown a 32-wide one)
     input_norm: str = "none"
+    #: which item vectors the tokens and the candidate carry: ``content`` (``items.parquet``)
+    #: or ``graph`` (PinSage-style co-engagement vectors of the item-embedding job)
+    item_representation: str = "content"
     n_cross_layers: int = 2
     mlp_dims: list[int] = field(default_factory=lambda: [256, 128])
     dropout: float = 0.1
@@ -161,7 +182,9 @@ class RankerConfig:
         self.encoder.validate()
         if list(self.heads) != list(HEADS):
             raise ConfigError(f"heads must be {list(HEADS)} (the label columns of the examples)")
-        _check_choice("ranker.input_norm", self.input_norm, ("none", "layer"))
+        _check_choice("ranker.input_norm", self.input_norm, INPUT_NORMS)
+        _check_choice("ranker.item_representation", self.item_representation,
+                      ("content", "graph"))
         if self.n_cross_layers < 0 or any(d < 1 for d in self.mlp_dims):
             raise ConfigError("n_cross_layers must be >= 0 and every mlp_dims entry >= 1")
         if self.item_id_buckets < 1:

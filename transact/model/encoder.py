@@ -106,6 +106,9 @@ class SequenceEncoder(nn.Module):
             return
         d = cfg.d_model
         self.action_emb = nn.Embedding(N_ACTION_CODES, cfg.action_emb_dim, padding_idx=0)
+        with torch.no_grad():  # N(0, action_emb_std): comparable to the item vectors' scale
+            self.action_emb.weight.normal_(0.0, cfg.action_emb_std)
+            self.action_emb.weight[0] = 0.0
         self.pos_emb = (nn.Embedding(cfg.max_positions, d) if cfg.positional == "learned"
                         else None)
         if cfg.kind == "transformer":
@@ -136,25 +139,70 @@ class SequenceEncoder(nn.Module):
         The time-window mask is drawn only in training mode.
         """
         cfg = self.cfg
-        usable = (seq_action_types > 0) & (seq_timestamps_ms < request_time_ms[:, None])
-        if cfg.actions == "positive":
-            usable &= (seq_action_types == int(ActionType.CLICK)) | (
-                seq_action_types == int(ActionType.SAVE))
-        rank = torch.cumsum(usable.to(torch.int32), dim=1) - 1
-        usable &= rank < cfg.seq_len
-        if not (self.training and cfg.time_window_mask and cfg.time_window_ms > 0):
+        usable = self.usable(seq_action_types, seq_timestamps_ms, request_time_ms)
+        if not (self.training and cfg.time_window_mask and cfg.time_window_ms > 0
+                and cfg.time_window_mode == "drop"):
             return usable
-        batch = seq_action_types.shape[0]
-        window = torch.rand(batch, generator=self.mask_generator, dtype=torch.float64,
-                            device=seq_action_types.device) * cfg.time_window_ms
-        age_ms = (request_time_ms[:, None] - seq_timestamps_ms).to(torch.float64)
-        visible = usable & ~(age_ms < window[:, None])
+        visible = usable & ~self._window_hidden(seq_timestamps_ms, request_time_ms)
         # never mask a whole row: keep the oldest usable action of rows the window emptied
         emptied = usable.any(dim=1) & ~visible.any(dim=1)
         slots = torch.arange(usable.shape[1], device=usable.device).expand_as(usable)
         oldest = torch.where(usable, slots, -1).max(dim=1).values
         keep_oldest = emptied[:, None] & (slots == oldest[:, None])
         return visible | keep_oldest
+
+    def usable(
+        self,
+        seq_action_types: torch.Tensor,
+        seq_timestamps_ms: torch.Tensor,
+        request_time_ms: torch.Tensor,
+    ) -> torch.Tensor:
+        """``(B, S)`` bool: rules 1-2 (real, strictly before the request, newest ``seq_len``)."""
+        cfg = self.cfg
+        usable = (seq_action_types > 0) & (seq_timestamps_ms < request_time_ms[:, None])
+        if cfg.actions == "positive":
+            usable &= (seq_action_types == int(ActionType.CLICK)) | (
+                seq_action_types == int(ActionType.SAVE))
+        rank = torch.cumsum(usable.to(torch.int32), dim=1) - 1
+        limit = cfg.seq_len
+        if self.training and cfg.train_seq_len is not None:
+            limit = min(limit, cfg.train_seq_len)
+        return usable & (rank < limit)
+
+    def _window_hidden(self, seq_timestamps_ms: torch.Tensor, request_time_ms: torch.Tensor
+                       ) -> torch.Tensor:
+        """``(B, S)`` bool: slots inside this training step's random time window."""
+        batch = seq_timestamps_ms.shape[0]
+        window = torch.rand(batch, generator=self.mask_generator, dtype=torch.float64,
+                            device=seq_timestamps_ms.device) * self.cfg.time_window_ms
+        age_ms = (request_time_ms[:, None] - seq_timestamps_ms).to(torch.float64)
+        return age_ms < window[:, None]
+
+    def window_keys(
+        self,
+        seq_timestamps_ms: torch.Tensor,
+        request_time_ms: torch.Tensor,
+        visible: torch.Tensor,
+        attend: torch.Tensor,
+    ) -> torch.Tensor:
+        """``(B, L)`` bool attention keys for ``time_window_mode="keys"`` (training only).
+
+        Actions inside the random window stay in the sequence (as queries, in the first-K
+        columns and the max pool) but no token may attend to them; the newest action is always
+        a key, so no row loses every key. Outside training (or with the mask off) the keys are
+        ``attend``.
+        """
+        cfg = self.cfg
+        if not (self.training and cfg.time_window_mask and cfg.time_window_ms > 0
+                and cfg.time_window_mode == "keys" and cfg.kind == "transformer"):
+            return attend
+        length = attend.shape[1] - (1 if cfg.fusion == "append" else 0)
+        order = torch.sort((~visible).to(torch.int8), dim=1, stable=True).indices[:, :length]
+        hidden = self._window_hidden(torch.gather(seq_timestamps_ms, 1, order), request_time_ms)
+        hidden[:, 0] = False
+        if cfg.fusion == "append":
+            hidden = torch.cat([hidden.new_zeros((hidden.shape[0], 1)), hidden], dim=1)
+        return attend & ~hidden
 
     # -------------------------------------------------------------------------------- forward
     def forward(
@@ -170,7 +218,8 @@ class SequenceEncoder(nn.Module):
             return cand_item_emb.new_zeros((batch, 0))
         visible = self.visibility(seq_action_types, seq_timestamps_ms, request_time_ms)
         tokens, attend = self.tokens(seq_action_types, seq_item_emb, cand_item_emb, visible)
-        return self.encode_tokens(tokens, attend)
+        keys = self.window_keys(seq_timestamps_ms, request_time_ms, visible, attend)
+        return self.encode_tokens(tokens, attend, keys)
 
     @torch.no_grad()
     def forward_shared(
@@ -260,8 +309,13 @@ class SequenceEncoder(nn.Module):
             tokens = tokens + self.pos_emb.weight[: tokens.shape[1]][None] * attend[:, :, None]
         return tokens, attend
 
-    def encode_tokens(self, tokens: torch.Tensor, attend: torch.Tensor) -> torch.Tensor:
-        """``tokens (B, L, d)``, ``attend (B, L)`` -> compressed output ``(B, output_dim)``."""
+    def encode_tokens(self, tokens: torch.Tensor, attend: torch.Tensor,
+                      keys: torch.Tensor | None = None) -> torch.Tensor:
+        """``tokens (B, L, d)``, ``attend (B, L)`` -> compressed output ``(B, output_dim)``.
+
+        ``keys`` ``(B, L)`` (transformer only; default ``attend``): the slots tokens may attend
+        to, a subset of ``attend`` (see :meth:`window_keys`).
+        """
         cfg = self.cfg
         mask = attend[:, :, None].to(tokens.dtype)
         has_any = attend.any(dim=1)
@@ -269,7 +323,7 @@ class SequenceEncoder(nn.Module):
             return (tokens * mask).sum(dim=1) / attend.sum(dim=1).clamp(min=1)[:, None]
         if cfg.kind == "transformer":
             # empty rows attend over their zero slots (finite), and are zeroed below
-            attend_keys = attend | ~has_any[:, None]
+            attend_keys = (attend if keys is None else keys) | ~has_any[:, None]
             hidden = tokens
             for layer in self.layers:
                 hidden = layer(hidden, attend_keys)

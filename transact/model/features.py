@@ -58,6 +58,13 @@ class ExampleArrays:
     seq_timestamps_ms: np.ndarray  # (N, S) int64
     user_batch_emb: np.ndarray  # (N, U) float32
     user_weight: np.ndarray  # (N,) float32, 1 unless set by the trainer
+    #: (N, H) float32 true outcome probabilities where the data source knows them (the
+    #: synthetic world's oracle), NaN elsewhere. Never a model input: evaluation only.
+    oracle_probs: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.oracle_probs is None:
+            self.oracle_probs = np.full((len(self.request_id), len(HEADS)), np.nan, np.float32)
 
     def __len__(self) -> int:
         return len(self.request_id)

@@ -46,15 +46,20 @@ class Pinnability(nn.Module):
         self.surface_emb = nn.Embedding(cfg.n_surfaces, cfg.surface_emb_dim)
         self.item_id_emb = nn.Embedding(cfg.item_id_buckets, cfg.item_id_emb_dim)
         self.hour_emb = nn.Embedding(24, cfg.hour_emb_dim)
-        self.input_dim = (
-            cfg.surface_emb_dim + cfg.item_id_emb_dim + cfg.hour_emb_dim
-            + (len(NUMERIC_FEATURES) if cfg.use_sequence_stats else 0)
-            + self.encoder.output_dim
-            + (cfg.user_emb_dim if cfg.use_batch_user_emb else 0)
-            + cfg.item_emb_dim
-        )
+        #: widths of the feature blocks of x0, in order (see :meth:`features`)
+        self.block_dims = [cfg.surface_emb_dim + cfg.item_id_emb_dim + cfg.hour_emb_dim]
+        if cfg.use_sequence_stats:
+            self.block_dims.append(len(NUMERIC_FEATURES))
+        if self.encoder.output_dim:
+            self.block_dims.append(self.encoder.output_dim)
+        if cfg.use_batch_user_emb:
+            self.block_dims.append(cfg.user_emb_dim)
+        self.block_dims.append(cfg.item_emb_dim)
+        self.input_dim = sum(self.block_dims)
         self.input_norm = (nn.LayerNorm(self.input_dim) if cfg.input_norm == "layer"
                            else nn.Identity())
+        self.block_norms = (nn.ModuleList(nn.LayerNorm(w) for w in self.block_dims)
+                            if cfg.input_norm == "block" else None)
         self.cross = nn.ModuleList(CrossLayer(self.input_dim) for _ in range(cfg.n_cross_layers))
         mlp: list[nn.Module] = []
         width = self.input_dim
@@ -73,11 +78,11 @@ class Pinnability(nn.Module):
         """
         cfg = self.cfg
         n_surfaces = cfg.n_surfaces
-        parts = [
+        parts = [torch.cat([
             self.surface_emb(batch.surface_id.clamp(0, n_surfaces - 1)),
             self.item_id_emb(batch.cand_item_bucket),
             self.hour_emb(batch.hour_of_day),
-        ]
+        ], dim=1)]
         if cfg.use_sequence_stats:
             parts.append(batch.numeric)
         if self.encoder.output_dim and shared_sequence and not self.training:
@@ -91,6 +96,8 @@ class Pinnability(nn.Module):
         if cfg.use_batch_user_emb:
             parts.append(batch.user_batch_emb)
         parts.append(batch.cand_item_emb)
+        if self.block_norms is not None:
+            parts = [norm(part) for norm, part in zip(self.block_norms, parts, strict=True)]
         return torch.cat(parts, dim=1)
 
     def forward(self, batch: RankingBatch, shared_sequence: bool = False) -> torch.Tensor:

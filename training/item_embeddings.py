@@ -1,0 +1,88 @@
+"""The item-embedding job: PinSage-style vectors from the training window's co-engagements.
+
+``run_item_embeddings(dataset_dir, examples_dir, cfg)`` reads the dataset's events strictly
+before the examples' validation start (the training window only: validation and test
+engagements never shape the vectors), builds the co-engagement graph, learns the vectors
+(:mod:`transact.model.item_graph`) and writes ``examples_dir/item_graph.parquet``
+(``item_id``, ``graph_emb``) with ``item_graph.json`` (what it was trained on). A ranker with
+``item_representation="graph"`` then reads its item vectors from there
+(:func:`training.train.load_training_data`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from transact.data.dataset import item_embedding_table, iter_event_parts, read_items
+from transact.errors import UserError
+from transact.model.item_graph import ItemGraphConfig, co_engagement_graph, train_item_embeddings
+
+GRAPH_FILE = "item_graph.parquet"
+
+
+def training_window_end(examples_dir: Path) -> int:
+    """The validation start of ``examples_dir`` (ms): the end of the training window."""
+    stats_path = examples_dir / "stats.json"
+    if not stats_path.exists():
+        raise UserError(f"{stats_path} is missing; build examples first with "
+                        f"`transact data examples`")
+    return int(json.loads(stats_path.read_text())["split_boundaries_ms"]["val_start"])
+
+
+def run_item_embeddings(dataset_dir: Path | str, examples_dir: Path | str,
+                        cfg: ItemGraphConfig | None = None) -> dict[str, Any]:
+    """Learn item vectors on the training window; write them next to the examples."""
+    cfg = (cfg or ItemGraphConfig()).validate()
+    dataset_dir, examples_dir = Path(dataset_dir), Path(examples_dir)
+    started = time.perf_counter()
+    end_ms = training_window_end(examples_dir)
+    columns: dict[str, list[np.ndarray]] = {k: [] for k in
+                                            ("user_id", "item_id", "action_type", "timestamp_ms")}
+    for part in iter_event_parts(dataset_dir):
+        early = part.column("timestamp_ms").to_numpy() < end_ms
+        for name in columns:
+            columns[name].append(part.column(name).to_numpy()[early])
+    events = {k: np.concatenate(v) if v else np.empty(0, np.int64) for k, v in columns.items()}
+    content = item_embedding_table(read_items(dataset_dir))
+    graph = co_engagement_graph(events["user_id"], events["item_id"], events["action_type"],
+                                events["timestamp_ms"], len(content) - 1, cfg.window,
+                                cfg.session_gap_ms)
+    result = train_item_embeddings(content, graph, cfg)
+    ids = np.arange(1, len(content), dtype=np.int64)
+    table = pa.table({
+        "item_id": pa.array(ids),
+        "graph_emb": pa.FixedSizeListArray.from_arrays(
+            pa.array(result.embeddings[1:].ravel(), pa.float32()), cfg.dim),
+    })
+    pq.write_table(table, examples_dir / GRAPH_FILE, compression="zstd")
+    summary = {"window_end_ms": end_ms, "events_read": int(len(events["item_id"])),
+               "edges": result.n_edges, "items": int(len(ids)),
+               "items_with_neighbours": result.n_items_with_neighbours,
+               "final_loss": result.final_loss, "seconds": time.perf_counter() - started,
+               "config": asdict(cfg)}
+    (examples_dir / "item_graph.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def read_item_graph(examples_dir: Path | str, n_rows: int) -> np.ndarray:
+    """``(n_rows, D)`` table of learned item vectors (row = item id; unknown ids zero)."""
+    path = Path(examples_dir) / GRAPH_FILE
+    if not path.exists():
+        raise UserError(f"{path} is missing: item_representation='graph' needs the item "
+                        f"embedding job; run `transact train item-embeddings DATASET_DIR "
+                        f"{examples_dir}`")
+    table = pq.read_table(path)
+    ids = table.column("item_id").to_numpy()
+    column = table.column("graph_emb").combine_chunks()
+    emb = column.values.to_numpy().reshape(len(ids), column.type.list_size)
+    out = np.zeros((max(n_rows, int(ids.max()) + 1), emb.shape[1]), np.float32)
+    out[ids] = emb
+    return out

@@ -30,7 +30,7 @@ def test_model_bench_writes_its_raw_results(bench_module, tmp_path):
     assert bench_model.main([*TINY, "--json-out", str(out)]) == 0
     record = json.loads(out.read_text())
     assert record["benchmark"] == "model" and record["arguments"]["candidates"] == 8
-    assert len(record["commit"]) == 40 and record["machine"]["cpus"] >= 1
+    assert isinstance(record["commit"], str) and record["machine"]["cpus"] >= 1
     result = record["result"]
     assert result["parity_ok"] and set(result["max_abs_diff"]) == {"plain", "shared"}
     assert set(result["latency_ms"]) == {"ours", "plain", "shared"}

@@ -85,6 +85,9 @@ def experiments(
                                     "<source>.md)"),
     variants: str | None = typer.Option(None, help="comma-separated subset (default: all)"),
     seeds: int = typer.Option(1, help="training seeds per variant"),
+    jobs: int = typer.Option(1, help="runs trained side by side (one process each)"),
+    item_representation: str = typer.Option(
+        "content", help="content (items.parquet) or graph (`transact train item-embeddings`)"),
     max_train_examples: int | None = typer.Option(None, help="override the budget"),
     epochs: int | None = typer.Option(None, help="override the budget"),
     progress: bool = typer.Option(True),
@@ -101,6 +104,29 @@ def experiments(
         base.max_epochs = epochs
     out = out or Path("docs") / f"experiments_{source}.md"
     chosen = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
-    results = run_experiments(load_training_data(examples_dir), source, out, _command_line(),
-                              variants=chosen, base=base, seeds=seeds, progress=progress)
+    base.model.ranker.item_representation = item_representation
+    results = run_experiments(load_training_data(examples_dir, item_representation), source,
+                              out, _command_line(), variants=chosen, base=base, seeds=seeds,
+                              progress=progress, jobs=jobs)
     typer.echo(f"wrote {out} ({len(results)} variants)")
+
+
+@app.command("item-embeddings")
+def item_embeddings(
+    dataset_dir: Path = typer.Argument(..., help="dataset directory (events/ items.parquet)"),
+    examples_dir: Path = typer.Argument(..., help="examples built from it; the vectors are "
+                                        "learned on its training window and written there"),
+    epochs: int | None = typer.Option(None, help="override ItemGraphConfig.epochs"),
+    seed: int | None = typer.Option(None, help="override ItemGraphConfig.seed"),
+) -> None:
+    """Learn PinSage-style item vectors from the training window's co-engagements."""
+    quiet_telemetry()
+    import dataclasses
+
+    from training.item_embeddings import run_item_embeddings
+    from transact.model.item_graph import ItemGraphConfig
+
+    overrides = {k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None}
+    summary = run_item_embeddings(dataset_dir, examples_dir,
+                                  dataclasses.replace(ItemGraphConfig(), **overrides))
+    typer.echo(json.dumps(summary, indent=1, default=float))

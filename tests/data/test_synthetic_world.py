@@ -11,7 +11,7 @@ import hashlib
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -470,3 +470,26 @@ def test_bad_configs_raise_user_errors(change: dict, tmp_path: Path) -> None:
 def test_unknown_config_fields_are_named() -> None:
     with pytest.raises(UserError, match="n_user"):
         WorldConfig.from_dict({"n_user": 10})
+
+
+# --------------------------------------------------------------------------- the oracle
+def test_truth_holds_each_impressions_probabilities_and_they_predict_outcomes(
+        world: World, tmp_path: Path) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    truth = pd.concat([pd.read_parquet(p) for p in sorted((world.dir / "truth").glob("*.parquet"))])
+    events = world.events
+    assert len(truth) == len(events)
+    joined = events.merge(truth, on=["request_id", "item_id"], how="left", validate="1:1")
+    probs = joined[["p_click", "p_save", "p_hide"]].to_numpy()
+    assert np.isfinite(probs).all() and (probs >= 0).all() and (probs.sum(axis=1) <= 1 + 1e-6).all()
+    # the outcomes were drawn from these probabilities: they rank them far above chance
+    for column, action in (("p_click", ActionType.CLICK), ("p_save", ActionType.SAVE),
+                           ("p_hide", ActionType.HIDE)):
+        assert roc_auc_score(joined["action_type"] == int(action), joined[column]) > 0.7
+    # recording the truth does not change the world
+    quiet = generate_world(tmp_path / "no_truth",
+                           WorldConfig.from_dict({**asdict(WORLD_CFG), "record_truth": False}))
+    assert not (tmp_path / "no_truth" / "truth").exists()
+    assert quiet.n_events == world.meta.n_events
+    assert read_events(tmp_path / "no_truth").equals(read_events(world.dir))

@@ -200,3 +200,40 @@ def test_shared_first_layer_rewrite_is_exact(positional: str, n_real: int) -> No
                    request.expand(230), cands)
     shared = enc.forward_shared(actions[0], items[0], ts[0], request[0], cands, chunk_size=64)
     torch.testing.assert_close(shared, expected, atol=2e-5, rtol=1e-5)
+
+
+def test_keys_mode_window_hides_actions_from_attention_only_in_training() -> None:
+    """``time_window_mode="keys"``: recent actions stay in the output columns but no token
+    attends to them; the newest action always stays a key; evaluation masks nothing."""
+    actions, items, ts, request, cand = make_inputs(n_real=30, gap_ms=10 * 60_000)
+    enc = encoder(time_window_mode="keys", time_window_ms=24 * HOUR_MS, dropout=0.0).train()
+    enc.set_mask_seed(5)
+    visible = enc.visibility(actions, ts, request)
+    assert torch.equal(visible, enc.usable(actions, ts, request))  # nothing dropped
+    tokens, attend = enc.tokens(actions, items, cand, visible)
+    enc.set_mask_seed(5)
+    keys = enc.window_keys(ts, request, visible, attend)
+    assert keys[:, 0].all()  # the newest action is always a key
+    assert (keys & ~attend).sum() == 0 and (attend & ~keys).any()  # some recent ones are not
+    # changing a masked (non-key) action's content changes only its own output column
+    row, slot = torch.nonzero(attend & ~keys)[0].tolist()
+    enc.set_mask_seed(5)
+    before = enc(actions, items, ts, request, cand)
+    changed = items.clone()
+    changed[row, slot] += 3.0
+    enc.set_mask_seed(5)
+    after = enc(actions, changed, ts, request, cand)
+    d = enc.cfg.d_model
+    differs = (before[row] - after[row]).abs().reshape(-1, d).sum(dim=1) > 1e-6
+    assert differs[slot] if slot < enc.cfg.first_k else True
+    assert not differs[: enc.cfg.first_k][torch.arange(enc.cfg.first_k) != slot].any()
+    enc.eval()
+    assert torch.equal(enc.window_keys(ts, request, visible, attend), attend)
+
+
+def test_train_seq_len_caps_training_sequences_only() -> None:
+    actions, items, ts, request, cand = make_inputs(n_real=60)
+    enc = encoder(train_seq_len=16, time_window_mask=False)
+    assert int(enc.visibility(actions, ts, request).sum(dim=1).max()) == 60
+    enc.train()
+    assert int(enc.visibility(actions, ts, request).sum(dim=1).max()) == 16

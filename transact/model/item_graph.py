@@ -170,13 +170,16 @@ def train_item_embeddings(content: np.ndarray, graph: sp.csr_matrix, cfg: ItemGr
     model = ItemGraphEncoder(feats.shape[1], cfg)
     upper = sp.triu(graph, k=1).tocoo()
     pairs = np.stack([upper.row, upper.col], axis=1)
-    weights = upper.data / upper.data.sum() if len(pairs) else upper.data
+    cumulative = np.cumsum(upper.data, dtype=np.float64)
     loss_value = float("nan")
     if len(pairs):
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         steps = max(1, cfg.epochs * int(np.ceil(len(pairs) / cfg.batch_size)))
         for _ in range(steps):
-            batch = pairs[rng.choice(len(pairs), size=cfg.batch_size, p=weights)]
+            # pairs drawn in proportion to their co-engagement counts
+            draws = rng.random(cfg.batch_size) * cumulative[-1]
+            batch = pairs[np.minimum(np.searchsorted(cumulative, draws, side="right"),
+                                     len(pairs) - 1)]
             left = model(feats[batch[:, 0]])
             right = model(feats[batch[:, 1]])
             logits = left @ right.T / (cfg.output_norm ** 2 * cfg.temperature)
@@ -186,7 +189,7 @@ def train_item_embeddings(content: np.ndarray, graph: sp.csr_matrix, cfg: ItemGr
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_value = float(loss)
+            loss_value = loss.item()
     model.eval()
     with torch.no_grad():
         emb = model(feats).numpy().astype(np.float32)

@@ -1,0 +1,85 @@
+"""PinSage-style item embeddings: the co-engagement graph, importance pooling, learning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from transact.model.item_graph import (
+    ItemGraphConfig,
+    co_engagement_graph,
+    neighbour_matrix,
+    train_item_embeddings,
+)
+from transact.schema import ITEM_EMB_DIM, ActionType
+
+CLICK, SAVE, HIDE, SKIP = (int(a) for a in (ActionType.CLICK, ActionType.SAVE, ActionType.HIDE,
+                                            ActionType.SKIP))
+MIN = 60_000
+
+
+def test_graph_links_positive_engagements_of_one_user_within_the_window_and_gap() -> None:
+    user = np.array([1, 1, 1, 1, 1, 2, 2])
+    item = np.array([1, 2, 3, 4, 5, 1, 5])
+    action = np.array([CLICK, SAVE, HIDE, SKIP, CLICK, CLICK, SAVE])
+    ts = np.array([0, 1, 2, 3, 100, 0, 1]) * MIN
+    graph = co_engagement_graph(user, item, action, ts, n_items=5, window=5,
+                                session_gap_ms=30 * MIN).toarray()
+    assert graph[1, 2] == graph[2, 1] == 1  # click then save, one minute apart
+    assert graph[1, 5] == graph[5, 1] == 1  # user 2 only: user 1's item 5 came 99 min later
+    assert graph[2, 5] == 0
+    assert graph[:, 3].sum() == graph[:, 4].sum() == 0  # a hide and a skip link nothing
+    assert np.trace(graph) == 0
+
+
+def test_importance_pooling_keeps_the_heaviest_neighbours_and_normalises() -> None:
+    user = np.ones(8, np.int64)
+    # item 1 co-engaged with 2 three times, with 3 once
+    item = np.array([1, 2, 1, 2, 1, 2, 1, 3])
+    graph = co_engagement_graph(user, item, np.full(8, CLICK), np.arange(8) * MIN, n_items=3,
+                                window=1)
+    pool = neighbour_matrix(graph, n_neighbours=1).toarray()
+    assert pool[1, 2] == 1.0 and pool[1, 3] == 0.0
+    full = neighbour_matrix(graph, n_neighbours=5).toarray()
+    np.testing.assert_allclose(full[1:].sum(axis=1), 1.0, rtol=1e-6)
+    assert full[0].sum() == 0  # the padding id has no neighbours
+
+
+def test_learned_vectors_separate_co_engaged_clusters_that_content_barely_does() -> None:
+    """Two clusters of 40 items; users engage within one cluster; content is almost noise."""
+    rng = np.random.default_rng(0)
+    n_items = 80
+    cluster = (np.arange(n_items + 1) > 40).astype(int)
+    content = rng.normal(size=(n_items + 1, ITEM_EMB_DIM)).astype(np.float32)
+    content[1:, 0] += 0.3 * (2 * cluster[1:] - 1)  # a faint hint of the cluster
+    content[0] = 0
+    users, items, times = [], [], []
+    for user in range(300):
+        pool = np.arange(1, 41) + 40 * (user % 2)
+        picks = rng.choice(pool, size=12)
+        users += [user] * 12
+        items += list(picks)
+        times += list(np.arange(12) * MIN)
+    graph = co_engagement_graph(np.array(users), np.array(items), np.full(len(items), CLICK),
+                                np.array(times), n_items=n_items)
+    result = train_item_embeddings(content, graph, ItemGraphConfig(epochs=30, seed=0))
+    emb = result.embeddings
+    assert emb.shape == (n_items + 1, ITEM_EMB_DIM) and not emb[0].any()
+    np.testing.assert_allclose(np.linalg.norm(emb[1:], axis=1), 2.0, rtol=1e-4)
+
+    def separation(vectors: np.ndarray) -> float:
+        unit = vectors[1:] / np.linalg.norm(vectors[1:], axis=1, keepdims=True)
+        sims = unit @ unit.T
+        same = cluster[1:, None] == cluster[None, 1:]
+        return float(sims[same].mean() - sims[~same].mean())
+
+    assert separation(emb) > 0.5 > 0.1 > separation(content)
+    again = train_item_embeddings(content, graph, ItemGraphConfig(epochs=30, seed=0))
+    np.testing.assert_array_equal(again.embeddings, emb)
+
+
+def test_bad_config_is_a_user_error() -> None:
+    from transact.errors import UserError
+
+    with pytest.raises(UserError, match="temperature"):
+        ItemGraphConfig(temperature=0).validate()

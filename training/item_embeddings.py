@@ -74,15 +74,8 @@ def run_item_embeddings(dataset_dir: Path | str, examples_dir: Path | str,
 
 def read_item_graph(examples_dir: Path | str, n_rows: int) -> np.ndarray:
     """``(n_rows, D)`` table of learned item vectors (row = item id; unknown ids zero)."""
-    path = Path(examples_dir) / GRAPH_FILE
-    if not path.exists():
-        raise UserError(f"{path} is missing: item_representation='graph' needs the item "
-                        f"embedding job; run `transact train item-embeddings DATASET_DIR "
-                        f"{examples_dir}`")
-    table = pq.read_table(path)
-    ids = table.column("item_id").to_numpy()
-    column = table.column("graph_emb").combine_chunks()
-    emb = column.values.to_numpy().reshape(len(ids), column.type.list_size)
-    out = np.zeros((max(n_rows, int(ids.max()) + 1), emb.shape[1]), np.float32)
-    out[ids] = emb
-    return out
+    from training.train import read_item_vectors
+
+    return read_item_vectors(Path(examples_dir) / GRAPH_FILE, "graph_emb", n_rows,
+                             "item_representation='graph' needs the item embedding job; run "
+                             f"`transact train item-embeddings DATASET_DIR {examples_dir}`")

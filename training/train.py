@@ -24,9 +24,10 @@ import numpy as np
 import torch
 
 from transact.data.dataset import item_embedding_table, read_items
+from transact.data.examples import PINNERFORMER_ITEMS
 from transact.errors import UserError
 from transact.metrics import DEFAULT_UTILITY, HitAtK, ranking_metrics_detail
-from transact.model.config import ConfigError, ModelConfig
+from transact.model.config import ITEM_REPRESENTATIONS, ConfigError, ModelConfig
 from transact.model.features import ExampleArrays, collate, read_examples
 from transact.model.loss import multitask_loss, user_weights
 from transact.model.ranker import Pinnability
@@ -110,8 +111,29 @@ def _item_table(examples_dir: Path, representation: str) -> np.ndarray:
         from training.item_embeddings import read_item_graph
 
         return read_item_graph(examples_dir, len(content))
+    if representation == "pinnerformer":
+        return read_item_vectors(examples_dir / PINNERFORMER_ITEMS, "item_emb", len(content),
+                                 "build the examples with the daily PinnerFormer embeddings "
+                                 "(ExampleConfig.user_emb_path)")
     raise ConfigError(f"item_representation={representation!r} is not one of "
-                      f"['content', 'graph']")
+                      f"{list(ITEM_REPRESENTATIONS)}")
+
+
+def read_item_vectors(path: Path, column: str, n_rows: int, how_to_make: str) -> np.ndarray:
+    """``(max(n_rows, max id + 1), D)`` float32 table of ``path``'s ``item_id`` -> ``column``
+    vectors (row = item id; ids it lacks are zero)."""
+    import pyarrow.parquet as pq
+
+    if not path.exists():
+        raise UserError(f"{path} is missing: {how_to_make}")
+    table = pq.read_table(path)
+    ids = table.column("item_id").to_numpy()
+    values = table.column(column).combine_chunks()
+    emb = np.asarray(values.values.to_numpy(), np.float32).reshape(len(ids), values.type.list_size)
+    out = np.zeros((max(n_rows, int(ids.max()) + 1 if len(ids) else 0), emb.shape[1]),
+                   np.float32)
+    out[ids] = emb
+    return out
 
 
 def attach_oracle(examples: ExampleArrays, truth_dir: Path) -> ExampleArrays:

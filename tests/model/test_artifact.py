@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from transact.model.artifact import ArtifactError, load_model, save_model
+from transact.model.artifact import (
+    ArtifactError,
+    CorruptModelArtifact,
+    load_model,
+    save_model,
+)
 from transact.model.config import EncoderConfig, ModelConfig, RankerConfig
 from transact.model.features import make_batch
 from transact.model.ranker import Pinnability
@@ -52,7 +57,8 @@ def test_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
     assert torch.equal(loaded.model.predict(batch), expected)
 
 
-def test_missing_or_mismatched_artifact_is_a_user_error(tmp_path: Path) -> None:
+def test_missing_artifact_is_a_user_error_and_a_damaged_one_an_internal_fault(
+        tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="not a model artifact"):
         load_model(tmp_path)
     cfg = ModelConfig()
@@ -60,7 +66,10 @@ def test_missing_or_mismatched_artifact_is_a_user_error(tmp_path: Path) -> None:
     doc = json.loads((tmp_path / "m" / "model.json").read_text())
     doc["config"]["ranker"]["encoder"]["first_k"] = 5  # weights no longer fit the config
     (tmp_path / "m" / "model.json").write_text(json.dumps(doc))
-    with pytest.raises(ArtifactError, match="does not match"):
+    with pytest.raises(CorruptModelArtifact, match="does not match"):
+        load_model(tmp_path / "m")
+    (tmp_path / "m" / "model.json").write_text("{broken")
+    with pytest.raises(CorruptModelArtifact, match="not valid JSON"):
         load_model(tmp_path / "m")
 
 

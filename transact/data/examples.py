@@ -56,6 +56,10 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 _TIME_BITS = 40  # 2**40 ms ≈ 34 years of span inside one events part
 
 
+#: the batch (PinnerFormer) job's learned item vectors, copied next to the examples
+PINNERFORMER_ITEMS = "pinnerformer_items.parquet"
+
+
 @dataclass
 class ExampleConfig:
     """How examples are built.
@@ -373,6 +377,13 @@ def build_examples(
     for split in SPLITS:
         (out_dir / split).mkdir(parents=True, exist_ok=True)
     shutil.copyfile(dataset_dir / "items.parquet", out_dir / "items.parquet")
+    # the batch job's item vectors (the space its user embeddings live in), next to the
+    # examples so that a ranker can use them (``item_representation="pinnerformer"``)
+    (out_dir / PINNERFORMER_ITEMS).unlink(missing_ok=True)
+    if cfg.user_emb_path:
+        batch_items = Path(cfg.user_emb_path).parent / "item_embeddings.parquet"
+        if batch_items.exists():
+            shutil.copyfile(batch_items, out_dir / PINNERFORMER_ITEMS)
     # the synthetic world's oracle (true outcome probabilities); models never read it
     shutil.rmtree(out_dir / "truth", ignore_errors=True)
     if (dataset_dir / "truth").is_dir():

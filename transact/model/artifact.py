@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from transact.errors import UserError
+from transact.errors import CorruptArtifact, UserError
 from transact.model.config import ModelConfig
 from transact.model.ranker import Pinnability
 
@@ -26,7 +26,13 @@ WEIGHTS_FILE = "weights.safetensors"
 
 
 class ArtifactError(UserError):
-    """A model artifact directory is missing, incomplete or from an unknown format."""
+    """A model artifact directory is missing, incomplete or from an unknown format (the
+    user pointed at the wrong place: exit code 2)."""
+
+
+class CorruptModelArtifact(CorruptArtifact):
+    """An artifact whose files exist but cannot be read back (broken JSON, weights that do
+    not match the config): the platform's own output is damaged (exit code 3)."""
 
 
 @dataclass
@@ -68,7 +74,7 @@ def load_model(path: Path | str) -> ModelArtifact:
     try:
         doc = json.loads(config_path.read_text())
     except json.JSONDecodeError as err:
-        raise ArtifactError(f"{config_path} is not valid JSON: {err}") from err
+        raise CorruptModelArtifact(f"{config_path} is not valid JSON: {err}") from err
     if doc.get("format") != FORMAT or doc.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(f"{config_path} is format {doc.get('format')!r} version "
                             f"{doc.get('format_version')!r}; this code reads {FORMAT!r} version "
@@ -78,6 +84,6 @@ def load_model(path: Path | str) -> ModelArtifact:
     try:
         model.load_state_dict(load_file(str(weights_path)), strict=True)
     except (RuntimeError, OSError) as err:
-        raise ArtifactError(f"{weights_path} does not match its config: {err}") from err
+        raise CorruptModelArtifact(f"{weights_path} does not match its config: {err}") from err
     model.eval()
     return ModelArtifact(model=model, config=config, metadata=doc.get("metadata", {}))

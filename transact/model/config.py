@@ -19,6 +19,10 @@ SEQUENCE_ACTION_FILTERS: tuple[str, ...] = ("all", "positive")
 USER_WEIGHTINGS: tuple[str, ...] = ("uniform", "inverse_sqrt_activity")
 WINDOW_MODES: tuple[str, ...] = ("drop", "keys")
 INPUT_NORMS: tuple[str, ...] = ("none", "layer", "block")
+#: item vectors of tokens and candidates: the items' content embeddings, the PinSage-style
+#: co-engagement vectors of the item-embedding job, or the batch (PinnerFormer) job's item
+#: tower, the space its user embeddings live in
+ITEM_REPRESENTATIONS: tuple[str, ...] = ("content", "graph", "pinnerformer")
 
 #: Default time window of the random mask: 24 hours, as in the paper.
 DEFAULT_WINDOW_MS = 24 * HOUR_MS
@@ -170,8 +174,9 @@ class RankerConfig:
     #: ``block`` (a LayerNorm per feature block: categorical, numeric, encoder output, batch
     #: user embedding, candidate; so a 1,056-wide encoder block cannot drown a 32-wide one)
     input_norm: str = "none"
-    #: which item vectors the tokens and the candidate carry: ``content`` (``items.parquet``)
-    #: or ``graph`` (PinSage-style co-engagement vectors of the item-embedding job)
+    #: which item vectors the tokens and the candidate carry (:data:`ITEM_REPRESENTATIONS`):
+    #: ``content`` (``items.parquet``), ``graph`` (PinSage-style co-engagement vectors of the
+    #: item-embedding job) or ``pinnerformer`` (the batch job's item tower)
     item_representation: str = "content"
     n_cross_layers: int = 2
     mlp_dims: list[int] = field(default_factory=lambda: [256, 128])
@@ -184,7 +189,7 @@ class RankerConfig:
             raise ConfigError(f"heads must be {list(HEADS)} (the label columns of the examples)")
         _check_choice("ranker.input_norm", self.input_norm, INPUT_NORMS)
         _check_choice("ranker.item_representation", self.item_representation,
-                      ("content", "graph"))
+                      ITEM_REPRESENTATIONS)
         if self.n_cross_layers < 0 or any(d < 1 for d in self.mlp_dims):
             raise ConfigError("n_cross_layers must be >= 0 and every mlp_dims entry >= 1")
         if self.item_id_buckets < 1:

@@ -47,9 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from transact.model.config import EncoderConfig
-from transact.schema import ActionType
-
-N_ACTION_CODES = max(int(a) for a in ActionType) + 1
+from transact.schema import N_ACTION_CODES, ActionType
 
 
 class TransformerLayer(nn.Module):

@@ -20,7 +20,12 @@ from training.train import load_training_data, train_model
 from transact.model.artifact import save_model
 from transact.schema import HEADS
 
-console = Console()
+
+def wide_console() -> Console:
+    """The terminal's console; off a terminal (a log, a pipe) a wide one, so that tables
+    are printed whole instead of being cut to 80 columns."""
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
 
 
 def run_training_demo(
@@ -47,7 +52,7 @@ def run_training_demo(
     for variant in select_variants(["transact"]):
         cfg = copy.deepcopy(base)
         cfg.model = variant.apply(cfg.model)
-        console.print(f"  training [bold]{variant.name}[/]: {variant.description}")
+        wide_console().print(f"  training [bold]{variant.name}[/]: {variant.description}")
         result = train_model(cfg, data)
         results[variant.name] = result.test_metrics
         if variant.name == "transact":
@@ -60,6 +65,7 @@ def run_training_demo(
 
 
 def _print_table(results: dict[str, dict[str, float]]) -> None:
+    console = wide_console()
     table = Table(title="test split: HIT@3 (hide: lower is better) and AUC per head")
     table.add_column("model")
     for head in HEADS:

@@ -13,7 +13,6 @@ from pathlib import Path
 import typer
 
 from transact.model.artifact import save_model
-from transact.model.config import EncoderConfig, LossConfig, ModelConfig, RankerConfig
 from transact.runtime import quiet_telemetry
 
 app = typer.Typer(help="Train the ranking model and run offline experiments.",
@@ -26,53 +25,68 @@ def _command_line() -> str:
             shlex.quote(a) for a in sys.argv)
 
 
+ConfigOpt = typer.Option(None, "--config", help="TrainConfig as JSON/YAML (nested: model."
+                         "ranker.encoder...); the dataclasses' defaults fill the rest, the "
+                         "options given here override it. training/configs/paper.yaml is the "
+                         "paper's configuration")
+
+
 @app.command()
 def fit(
     examples_dir: Path = typer.Argument(..., help="examples directory (train/ val/ test/ "
                                         "items.parquet) from `transact data examples`"),
     out: Path = typer.Option(Path("artifacts/model"), help="where to write the model artifact"),
-    encoder: str = typer.Option("transformer", help="none|avg|transformer|cnn|rnn|lstm"),
-    fusion: str = typer.Option("concat", help="concat (TransAct) or append (BST)"),
-    seq_len: int = typer.Option(100, help="use the newest SEQ_LEN actions"),
+    config: Path | None = ConfigOpt,
+    encoder: str | None = typer.Option(None, help="none|avg|transformer|cnn|rnn|lstm"),
+    fusion: str | None = typer.Option(None, help="concat (TransAct) or append (BST)"),
+    seq_len: int | None = typer.Option(None, help="use the newest SEQ_LEN actions"),
+    item_representation: str | None = typer.Option(
+        None, help="content | graph | pinnerformer (item vectors of tokens and candidates)"),
     no_batch_emb: bool = typer.Option(False, help="drop the batch user embedding"),
     no_window_mask: bool = typer.Option(False, help="turn the random time-window mask off"),
-    epochs: int = typer.Option(2, help="maximum passes over the training rows"),
+    epochs: int | None = typer.Option(None, help="maximum passes over the training rows"),
     max_steps: int | None = typer.Option(None, help="cap on optimizer steps"),
-    batch_size: int = typer.Option(512),
-    lr: float = typer.Option(1e-3),
-    seed: int = typer.Option(0),
-    negative_keep_rate: float = typer.Option(1.0, help="keep rows without positives with this "
-                                             "probability (negative down-sampling)"),
+    batch_size: int | None = typer.Option(None),
+    lr: float | None = typer.Option(None),
+    seed: int | None = typer.Option(None),
+    negative_keep_rate: float | None = typer.Option(
+        None, help="keep rows without positives with this probability"),
     max_train_examples: int | None = typer.Option(None),
     max_eval_requests: int | None = typer.Option(None),
-    user_weighting: str = typer.Option("uniform", help="uniform|inverse_sqrt_activity"),
+    user_weighting: str | None = typer.Option(None, help="uniform|inverse_sqrt_activity"),
     label_weights: str | None = typer.Option(
         None, help="3x3 JSON matrix M (heads x labels: click, save, hide)"),
     progress: bool = typer.Option(True, help="show a progress bar"),
 ) -> None:
-    """Train one model; write the artifact and print validation/test metrics as JSON."""
+    """Train one model; write the artifact and print validation/test metrics as JSON.
+
+    Settings: TrainConfig's defaults (the model of the experiment table and the demo), then
+    --config FILE, then the options given here."""
     quiet_telemetry()
     from training.train import TrainConfig, load_training_data, train_model
+    from transact.config import resolve_config
     from transact.errors import UserError
 
     try:
         matrix = json.loads(label_weights) if label_weights else None
     except json.JSONDecodeError as err:
         raise UserError(f"--label-weights is not JSON: {err}") from err
-    model_cfg = ModelConfig(
-        ranker=RankerConfig(
-            encoder=EncoderConfig(kind=encoder, fusion=fusion, seq_len=seq_len,
-                                  time_window_mask=not no_window_mask),
-            use_batch_user_emb=not no_batch_emb,
-            use_sequence_stats=encoder != "none"),
-        loss=LossConfig(label_weights=matrix, user_weighting=user_weighting))
-    cfg = TrainConfig(model=model_cfg, seed=seed, batch_size=batch_size, lr=lr,
-                      max_epochs=epochs, max_steps=max_steps,
-                      negative_keep_rate=negative_keep_rate,
-                      max_train_examples=max_train_examples,
-                      max_eval_requests=max_eval_requests, progress=progress)
-    result = train_model(cfg, load_training_data(examples_dir))
-    save_model(result.model, model_cfg, out, metadata={
+    overrides = {
+        "model.ranker.encoder.kind": encoder, "model.ranker.encoder.fusion": fusion,
+        "model.ranker.encoder.seq_len": seq_len,
+        "model.ranker.item_representation": item_representation,
+        "model.ranker.use_batch_user_emb": False if no_batch_emb else None,
+        "model.ranker.encoder.time_window_mask": False if no_window_mask else None,
+        "model.loss.label_weights": matrix, "model.loss.user_weighting": user_weighting,
+        "max_epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr,
+        "seed": seed, "negative_keep_rate": negative_keep_rate,
+        "max_train_examples": max_train_examples, "max_eval_requests": max_eval_requests,
+        "progress": progress,
+    }
+    cfg = resolve_config(TrainConfig, config, overrides)
+    data = load_training_data(examples_dir, cfg.model.ranker.item_representation)
+    result = train_model(cfg, data)
+    save_model(result.model, cfg.model, out, metadata={
         "examples_dir": str(examples_dir), "command": _command_line(), **result.summary()})
     typer.echo(json.dumps({"artifact": str(out), **result.summary()}, indent=1, default=float))
 

@@ -40,8 +40,8 @@ def run_training_demo(
 
     Returns ``{variant: test metrics}`` plus the artifact path under ``"artifact"``.
     """
-    data = load_training_data(examples_dir)
     base = experiment_base_config()
+    data = load_training_data(examples_dir, base.model.ranker.item_representation)
     base.max_epochs = epochs
     base.max_train_examples = max_train_examples
     base.max_eval_requests = max_eval_requests

@@ -209,6 +209,8 @@ def run_experiments(
         results = {v.name: [by_task[(v.name, s)] for s in range(seeds)] for v in chosen
                    if all((v.name, s) in by_task for s in range(seeds))}
         done = [v for v in chosen if v.name in results]
+        if BASELINE not in results:  # the table is relative to the baseline
+            continue
         _write(out_path, results, done, source, command, base, data, seeds,
                time.perf_counter() - started, complete=len(done) == len(chosen), oracle=oracle)
     if bar is not None:

@@ -190,12 +190,14 @@ def test_matches_torch_transformer_encoder_on_full_sequences() -> None:
 
 @pytest.mark.parametrize("positional", ["none", "learned"])
 @pytest.mark.parametrize("n_real", [0, 7, 100])
-def test_shared_first_layer_rewrite_is_exact(positional: str, n_real: int) -> None:
+@pytest.mark.parametrize("similarity", [False, True])
+def test_shared_first_layer_rewrite_is_exact(positional: str, n_real: int,
+                                             similarity: bool) -> None:
     """One request, many candidates: computing the sequence-side projections once per request
-    gives the same output as the per-candidate encoder."""
+    gives the same output as the per-candidate encoder (also with the similarity channel)."""
     actions, items, ts, request, _ = make_inputs(batch=1, n_real=n_real)
     cands = torch.randn(230, E, generator=torch.Generator().manual_seed(4))
-    enc = encoder(positional=positional)
+    enc = encoder(positional=positional, candidate_similarity=similarity)
     expected = enc(actions.expand(230, -1), items.expand(230, -1, -1), ts.expand(230, -1),
                    request.expand(230), cands)
     shared = enc.forward_shared(actions[0], items[0], ts[0], request[0], cands, chunk_size=64)
@@ -237,3 +239,13 @@ def test_train_seq_len_caps_training_sequences_only() -> None:
     assert int(enc.visibility(actions, ts, request).sum(dim=1).max()) == 60
     enc.train()
     assert int(enc.visibility(actions, ts, request).sum(dim=1).max()) == 16
+
+
+def test_similarity_channel_is_the_cosine_of_item_and_candidate() -> None:
+    actions, items, ts, request, cand = make_inputs(batch=2, n_real=5)
+    enc = encoder(candidate_similarity=True)
+    assert enc.cfg.d_model == 32 + 2 * E + 1
+    visible = enc.visibility(actions, ts, request)
+    tokens, attend = enc.tokens(actions, items, cand, visible)
+    expected = torch.nn.functional.cosine_similarity(items[:, :5], cand[:, None, :], dim=2)
+    torch.testing.assert_close(tokens[:, :5, -1], expected, atol=1e-6, rtol=1e-5)

@@ -79,3 +79,23 @@ def test_cli_reports_a_missing_examples_dir_as_a_user_error(tmp_path: Path) -> N
     result = CliRunner().invoke(app, ["fit", str(tmp_path / "nope"), "--no-progress"])
     assert isinstance(result.exception, UserError)
     assert "no train/ split" in str(result.exception)
+
+
+@pytest.mark.slow
+def test_parallel_jobs_give_the_same_table_with_seed_statistics(
+        tmp_path: Path, controlled_examples: Path) -> None:
+    base = experiment_base_config()
+    base.max_train_examples, base.eval_every_steps, base.max_eval_requests = 600, 50, 100
+    base.model.ranker.item_representation = "content"
+    data = load_training_data(controlled_examples)
+    tables = {}
+    for jobs in (1, 2):
+        out = tmp_path / f"jobs{jobs}.md"
+        run_experiments(data, "controlled", out, "cmd", variants=["wdl_avg"], base=base,
+                        seeds=2, jobs=jobs)
+        tables[jobs] = json.loads(out.with_suffix(".json").read_text())
+    assert tables[1] == tables[2] or all(  # train_seconds differ; metrics must not
+        [r["test"] for r in tables[1][k]] == [r["test"] for r in tables[2][k]] for k in tables[1])
+    assert [r["seed"] for r in tables[2][BASELINE]] == [0, 1]
+    text = (tmp_path / "jobs2.md").read_text()
+    assert "±" in text and "Welch" in text

@@ -76,6 +76,9 @@ class EncoderConfig:
     #: training only: encode just the newest ``train_seq_len`` usable actions (cheaper steps;
     #: evaluation and serving still use ``seq_len``). ``None``: ``seq_len`` everywhere
     train_seq_len: int | None = None
+    #: concat fusion only: each token also carries ``cos(e_i, e_cand)``, the similarity of
+    #: its item to the candidate (one more channel; not in the paper)
+    candidate_similarity: bool = False
     #: std of the action-type embedding's N(0, std) init (1.0 = PyTorch's default)
     action_emb_std: float = 1.0
     cnn_kernel: int = 3
@@ -84,7 +87,9 @@ class EncoderConfig:
     def d_model(self) -> int:
         """Width of one token: ``A + 2E`` for concat fusion, ``A + E`` for append."""
         base = self.action_emb_dim + self.item_emb_dim
-        return base + self.item_emb_dim if self.fusion == "concat" else base
+        if self.fusion != "concat":
+            return base
+        return base + self.item_emb_dim + int(self.candidate_similarity)
 
     @property
     def output_dim(self) -> int:

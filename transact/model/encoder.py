@@ -247,7 +247,8 @@ class SequenceEncoder(nn.Module):
                                 seq_item_emb.expand(*rep, -1, -1),
                                 seq_timestamps_ms.expand(*rep, -1),
                                 request_time_ms.reshape(1).expand(*rep), cand_item_emb)
-        split = self.cfg.action_emb_dim + self.cfg.item_emb_dim
+        cfg = self.cfg
+        split = cfg.action_emb_dim + cfg.item_emb_dim
         visible = self.visibility(seq_action_types[None], seq_timestamps_ms[None],
                                   request_time_ms.reshape(1))
         seq_tokens, attend = self.tokens(seq_action_types[None], seq_item_emb[None],
@@ -255,14 +256,22 @@ class SequenceEncoder(nn.Module):
                                          visible)
         first, rest = self.layers[0], self.layers[1:]
         qkv_seq = first.in_proj(seq_tokens)  # (1, L, 3d): shared by every candidate
-        w_cand = first.in_proj.weight[:, split:]  # (3d, E)
+        w_cand = first.in_proj.weight[:, split:split + cfg.item_emb_dim]  # (3d, E)
+        raw_tokens = seq_tokens[0]
+        if self.pos_emb is not None:  # the item channels without the learned positions
+            raw_tokens = raw_tokens - self.pos_emb.weight[: raw_tokens.shape[0]] * attend[0, :, None]
+        seq_items = F.normalize(raw_tokens[:, cfg.action_emb_dim:split], dim=-1)  # (L, E)
         attend_keys = attend if bool(attend.any()) else torch.ones_like(attend)
         outputs = []
         for chunk in cand_item_emb.split(chunk_size):
             size = chunk.shape[0]
             qkv = qkv_seq + (chunk @ w_cand.T)[:, None, :]
             tokens = seq_tokens.expand(size, -1, -1).clone()
-            tokens[:, :, split:] += chunk[:, None, :] * attend[0, :, None]
+            tokens[:, :, split:split + cfg.item_emb_dim] += chunk[:, None, :] * attend[0, :, None]
+            if cfg.candidate_similarity:
+                sim = F.normalize(chunk, dim=-1) @ seq_items.T * attend[0]  # (size, L)
+                qkv = qkv + sim[:, :, None] * first.in_proj.weight[:, -1]
+                tokens[:, :, -1] += sim
             keys = attend_keys.expand(size, -1)
             hidden = first.finish(tokens, first.attention(qkv, keys))
             for layer in rest:
@@ -295,6 +304,10 @@ class SequenceEncoder(nn.Module):
         seq_tokens = [self.action_emb(actions), items * attend[:, :, None]]
         if cfg.fusion == "concat":
             seq_tokens.append(cand_item_emb[:, None, :].expand(-1, length, -1))
+            if cfg.candidate_similarity:  # cos(e_i, e_cand): one more channel per token
+                seq_tokens.append((F.normalize(items, dim=-1)
+                                   * F.normalize(cand_item_emb, dim=-1)[:, None, :]
+                                   ).sum(dim=2, keepdim=True))
             tokens = torch.cat(seq_tokens, dim=2) * attend[:, :, None]
         else:
             body = torch.cat(seq_tokens, dim=2)

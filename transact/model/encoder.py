@@ -259,7 +259,8 @@ class SequenceEncoder(nn.Module):
         w_cand = first.in_proj.weight[:, split:split + cfg.item_emb_dim]  # (3d, E)
         raw_tokens = seq_tokens[0]
         if self.pos_emb is not None:  # the item channels without the learned positions
-            raw_tokens = raw_tokens - self.pos_emb.weight[: raw_tokens.shape[0]] * attend[0, :, None]
+            positions = self.pos_emb.weight[: raw_tokens.shape[0]]
+            raw_tokens = raw_tokens - positions * attend[0, :, None]
         seq_items = F.normalize(raw_tokens[:, cfg.action_emb_dim:split], dim=-1)  # (L, E)
         attend_keys = attend if bool(attend.any()) else torch.ones_like(attend)
         outputs = []

@@ -95,13 +95,14 @@ def fit(
 def experiments(
     examples_dir: Path = typer.Argument(..., help="examples directory of one data source"),
     source: str = typer.Option(..., help="data source name, used in the table file name"),
+    config: Path | None = ConfigOpt,
     out: Path | None = typer.Option(None, help="table path (default docs/experiments_"
                                     "<source>.md)"),
     variants: str | None = typer.Option(None, help="comma-separated subset (default: all)"),
     seeds: int = typer.Option(1, help="training seeds per variant"),
     jobs: int = typer.Option(1, help="runs trained side by side (one process each)"),
-    item_representation: str = typer.Option(
-        "content", help="content (items.parquet) or graph (`transact train item-embeddings`)"),
+    item_representation: str | None = typer.Option(
+        None, help="content | graph | pinnerformer (default: TrainConfig's)"),
     max_train_examples: int | None = typer.Option(None, help="override the budget"),
     epochs: int | None = typer.Option(None, help="override the budget"),
     progress: bool = typer.Option(True),
@@ -110,16 +111,15 @@ def experiments(
     quiet_telemetry()
     from training.experiments import experiment_base_config, run_experiments
     from training.train import load_training_data
+    from transact.config import resolve_config
 
-    base = experiment_base_config()
-    if max_train_examples is not None:
-        base.max_train_examples = max_train_examples
-    if epochs is not None:
-        base.max_epochs = epochs
+    base = resolve_config(type(experiment_base_config()), config, {
+        "max_train_examples": max_train_examples, "max_epochs": epochs,
+        "model.ranker.item_representation": item_representation})
     out = out or Path("docs") / f"experiments_{source}.md"
     chosen = [v.strip() for v in variants.split(",") if v.strip()] if variants else None
-    base.model.ranker.item_representation = item_representation
-    results = run_experiments(load_training_data(examples_dir, item_representation), source,
+    results = run_experiments(load_training_data(examples_dir,
+                                                 base.model.ranker.item_representation), source,
                               out, _command_line(), variants=chosen, base=base, seeds=seeds,
                               progress=progress, jobs=jobs)
     typer.echo(f"wrote {out} ({len(results)} variants)")

@@ -91,6 +91,8 @@ VARIANTS: tuple[Variant, ...] = (
             encoder={"seq_len": 20}),
     Variant("no_window_mask", "mask", "TransAct without the random time-window mask",
             encoder={"time_window_mask": False}),
+    Variant("candidate_similarity", "tokens", "TransAct whose tokens also carry "
+            "cos(item, candidate)", encoder={"candidate_similarity": True}),
     Variant("window_mask_24h_drop", "mask", "the paper's mask: window U(0, 24 h), masked "
             "actions dropped from the sequence",
             encoder={"time_window_mask": True, "time_window_ms": 24 * HOUR_MS,
@@ -124,20 +126,9 @@ def select_variants(names: list[str] | None) -> list[Variant]:
 
 
 def experiment_base_config() -> TrainConfig:
-    """The experiment budget: every training row with a positive plus half of the others,
-    two epochs, early stopping on validation AUC every 300 steps (patience 3), evaluation on
-    3,000 whole requests per split; training steps encode the newest 32 actions (evaluation
-    the full 100). A small ranker (1 cross layer, MLP [128, 64], LayerNorm over x0)."""
-    cfg = TrainConfig(batch_size=256, max_epochs=2, negative_keep_rate=0.5,
-                      max_train_examples=None, max_eval_requests=3_000,
-                      eval_every_steps=300, patience=3, lr=3e-3)
-    ranker = cfg.model.ranker
-    ranker.n_cross_layers = 1
-    ranker.mlp_dims = [128, 64]
-    ranker.input_norm = "layer"
-    ranker.encoder.train_seq_len = 32
-    ranker.encoder.time_window_mode = "keys"
-    return cfg
+    """The experiment budget and model: :class:`TrainConfig`'s defaults, the same
+    configuration ``transact train fit`` and the demo use (one source of truth)."""
+    return TrainConfig()
 
 
 @dataclass

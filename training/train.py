@@ -43,27 +43,27 @@ class TrainConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     seed: int = 0
-    batch_size: int = 512
+    batch_size: int = 256
     eval_batch_size: int = 2048
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.0
-    max_epochs: int = 2
+    max_epochs: int = 1
     max_steps: int | None = None
-    eval_every_steps: int | None = None
-    patience: int = 2
+    eval_every_steps: int | None = 300
+    patience: int = 3
     #: what early stopping watches on the validation split: ``auc`` (mean AUC over heads,
     #: higher is better; robust to negative down-sampling, which biases the loss) or ``loss``
     early_stopping: str = "auc"
     #: keep each training row without any positive label with this probability (the paper
     #: down-samples negatives); seeded, applied before ``max_train_examples``
-    negative_keep_rate: float = 1.0
+    negative_keep_rate: float = 0.5
     #: train on a seeded random subset of this many rows (None: all)
     max_train_examples: int | None = None
     #: form batches of rows with similar sequence lengths (shuffled batch order), so that a
     #: batch is only as long as its longest sequence: same rows per epoch, far less padding
     bucket_by_length: bool = True
     #: evaluate on a seeded random subset of this many requests (whole requests; None: all)
-    max_eval_requests: int | None = None
+    max_eval_requests: int | None = 3_000
     #: intra-op threads; 1 is fastest on a shared 2-core machine (2 threads were measured 20x
     #: slower there, OpenMP workers spinning against other processes)
     num_threads: int = 1

@@ -70,7 +70,7 @@ def test_future_actions_never_influence_the_output() -> None:
 
 def test_time_window_mask_applies_in_training_only() -> None:
     actions, items, ts, request, cand = make_inputs(batch=64, n_real=100, gap_ms=20 * 60_000)
-    enc = encoder()
+    enc = encoder(time_window_mode="drop", train_seq_len=None)
     usable = actions > 0
     assert torch.equal(enc.visibility(actions, ts, request), usable)  # eval: nothing masked
     enc.train()
@@ -85,7 +85,7 @@ def test_time_window_mask_applies_in_training_only() -> None:
     slots = torch.arange(actions.shape[1])[None, :]
     assert torch.equal(hidden, usable & (slots < first_visible[:, None]))
     # outputs differ between train (masked) and eval; the switch turns the mask off
-    enc_off = encoder(time_window_mask=False).train()
+    enc_off = encoder(time_window_mask=False, train_seq_len=None).train()
     assert torch.equal(enc_off.visibility(actions, ts, request), usable)
     # seeded: the same seed draws the same mask
     enc.set_mask_seed(0)
@@ -96,7 +96,7 @@ def test_window_never_masks_a_whole_row_keeps_the_oldest_action() -> None:
     # every action within the last 5 minutes: a 24 h window empties most rows
     actions, items, ts, request, cand = make_inputs(batch=200, n_real=[1, 2, 5, 30] * 50,
                                                     gap_ms=10_000)
-    enc = encoder().train()
+    enc = encoder(time_window_mode="drop").train()
     enc.set_mask_seed(1)
     visible = enc.visibility(actions, ts, request)
     usable = actions > 0

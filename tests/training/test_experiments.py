@@ -45,6 +45,7 @@ def test_runner_writes_the_table_with_its_command(tmp_path: Path,
                                                   controlled_examples: Path) -> None:
     base = experiment_base_config()
     base.max_train_examples, base.eval_every_steps, base.max_eval_requests = 1500, 100, 200
+    base.model.ranker.item_representation = "content"  # the controlled data have no batch job
     out = tmp_path / "docs" / "experiments_controlled.md"
     results = run_experiments(load_training_data(controlled_examples), "controlled", out,
                               "transact train experiments X --source controlled",
@@ -65,6 +66,7 @@ def test_cli_fit_writes_a_loadable_artifact(tmp_path: Path, controlled_examples:
     out = tmp_path / "model"
     result = CliRunner().invoke(app, [
         "fit", str(controlled_examples), "--out", str(out), "--max-steps", "5",
+        "--item-representation", "content",
         "--batch-size", "64", "--no-progress", "--label-weights",
         "[[1, 0.5, 0], [0, 1, 0], [0, 0, 1]]"])
     assert result.exit_code == 0, result.output

@@ -23,7 +23,8 @@ def items_of_topic(topic: int) -> list[int]:
 
 
 def small_config(**train_kwargs) -> TrainConfig:
-    ranker = RankerConfig(encoder=EncoderConfig(), item_id_buckets=64, mlp_dims=[64, 32])
+    ranker = RankerConfig(encoder=EncoderConfig(), item_id_buckets=64, mlp_dims=[64, 32],
+                          item_representation="content")
     settings = {"batch_size": 128, "lr": 3e-3, "eval_every_steps": 40, "patience": 3,
                 **train_kwargs}
     return TrainConfig(model=ModelConfig(ranker=ranker), **settings)

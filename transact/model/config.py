@@ -72,10 +72,10 @@ class EncoderConfig:
     #: ``drop``: actions in the window are removed from the sequence (as if they had not
     #: happened); ``keys``: they stay in the sequence but no token attends to them (the
     #: public reference's semantics; the newest action always stays a key; transformer only)
-    time_window_mode: str = "drop"
+    time_window_mode: str = "keys"
     #: training only: encode just the newest ``train_seq_len`` usable actions (cheaper steps;
     #: evaluation and serving still use ``seq_len``). ``None``: ``seq_len`` everywhere
-    train_seq_len: int | None = None
+    train_seq_len: int | None = 32
     #: concat fusion only: each token also carries ``cos(e_i, e_cand)``, the similarity of
     #: its item to the candidate (one more channel; not in the paper)
     candidate_similarity: bool = False
@@ -178,13 +178,13 @@ class RankerConfig:
     #: normalise x0 before the cross layers: ``none``, ``layer`` (one LayerNorm over x0) or
     #: ``block`` (a LayerNorm per feature block: categorical, numeric, encoder output, batch
     #: user embedding, candidate; so a 1,056-wide encoder block cannot drown a 32-wide one)
-    input_norm: str = "none"
+    input_norm: str = "layer"
     #: which item vectors the tokens and the candidate carry (:data:`ITEM_REPRESENTATIONS`):
     #: ``content`` (``items.parquet``), ``graph`` (PinSage-style co-engagement vectors of the
     #: item-embedding job) or ``pinnerformer`` (the batch job's item tower)
-    item_representation: str = "content"
-    n_cross_layers: int = 2
-    mlp_dims: list[int] = field(default_factory=lambda: [256, 128])
+    item_representation: str = "pinnerformer"
+    n_cross_layers: int = 1
+    mlp_dims: list[int] = field(default_factory=lambda: [128, 64])
     dropout: float = 0.1
     heads: list[str] = field(default_factory=lambda: list(HEADS))
 

@@ -93,6 +93,10 @@ VARIANTS: tuple[Variant, ...] = (
             encoder={"time_window_mask": False}),
     Variant("candidate_similarity", "tokens", "TransAct whose tokens also carry "
             "cos(item, candidate)", encoder={"candidate_similarity": True}),
+    Variant("items_content_and_batch", "items", "TransAct whose item vectors are the content "
+            "vector and the batch job's item vector side by side (64-d)",
+            encoder={"item_emb_dim": 64},
+            ranker={"item_emb_dim": 64, "item_representation": "content+pinnerformer"}),
     Variant("window_mask_24h_drop", "mask", "the paper's mask: window U(0, 24 h), masked "
             "actions dropped from the sequence",
             encoder={"time_window_mask": True, "time_window_ms": 24 * HOUR_MS,
@@ -144,7 +148,7 @@ class VariantResult:
 
 def run_variant(variant: Variant, base: TrainConfig, data: TrainData, seed: int) -> VariantResult:
     cfg = dataclasses.replace(base, seed=seed, model=variant.apply(copy.deepcopy(base.model)))
-    result = train_model(cfg, data)
+    result = train_model(cfg, data.with_items(cfg.model.ranker.item_representation))
     return VariantResult(variant.name, result.test_metrics, result.val_metrics,
                          result.train_seconds, result.steps, result.n_parameters,
                          result.test_hits)

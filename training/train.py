@@ -101,6 +101,20 @@ class TrainData:
     #: which item vectors ``item_table`` holds (must match the model's
     #: ``RankerConfig.item_representation``)
     item_representation: str = "content"
+    #: where the data were read from (lets a caller switch item representations)
+    examples_dir: Path | None = None
+
+    def with_items(self, representation: str) -> TrainData:
+        """The same examples with ``representation`` item vectors (read from
+        ``examples_dir``); ``self`` when it already holds them."""
+        if representation == self.item_representation:
+            return self
+        if self.examples_dir is None:
+            raise ConfigError(f"these data hold {self.item_representation!r} item vectors and "
+                              f"know no examples directory to read {representation!r} ones from")
+        return dataclasses.replace(self, item_table=_item_table(self.examples_dir,
+                                                                representation),
+                                   item_representation=representation)
 
 
 def _item_table(examples_dir: Path, representation: str) -> np.ndarray:
@@ -111,10 +125,17 @@ def _item_table(examples_dir: Path, representation: str) -> np.ndarray:
         from training.item_embeddings import read_item_graph
 
         return read_item_graph(examples_dir, len(content))
-    if representation == "pinnerformer":
-        return read_item_vectors(examples_dir / PINNERFORMER_ITEMS, "item_emb", len(content),
-                                 "build the examples with the daily PinnerFormer embeddings "
-                                 "(ExampleConfig.user_emb_path)")
+    if representation in ("pinnerformer", "content+pinnerformer"):
+        batch = read_item_vectors(examples_dir / PINNERFORMER_ITEMS, "item_emb", len(content),
+                                  "build the examples with the daily PinnerFormer embeddings "
+                                  "(ExampleConfig.user_emb_path)")
+        if representation == "pinnerformer":
+            return batch
+        rows = max(len(content), len(batch))
+        both = np.zeros((rows, content.shape[1] + batch.shape[1]), np.float32)
+        both[: len(content), : content.shape[1]] = content
+        both[: len(batch), content.shape[1]:] = batch
+        return both
     raise ConfigError(f"item_representation={representation!r} is not one of "
                       f"{list(ITEM_REPRESENTATIONS)}")
 
@@ -187,6 +208,7 @@ def load_training_data(examples_dir: Path | str, item_representation: str = "con
         item_table=_item_table(examples_dir, item_representation),
         source=examples_dir.name,
         item_representation=item_representation,
+        examples_dir=examples_dir,
     )
 
 
@@ -288,6 +310,10 @@ def train_model(cfg: TrainConfig, data: TrainData) -> TrainResult:
             f"data holds {data.item_representation!r} ones; load it with "
             f"load_training_data(..., item_representation="
             f"{cfg.model.ranker.item_representation!r})")
+    if data.item_table.shape[1] != cfg.model.ranker.item_emb_dim:
+        raise ConfigError(f"the {data.item_representation!r} item vectors are "
+                          f"{data.item_table.shape[1]}-d but the model's item_emb_dim is "
+                          f"{cfg.model.ranker.item_emb_dim}")
     if len(data.train) == 0 or len(data.val) == 0:
         raise UserError("training needs non-empty train and val splits (got "
                         f"{len(data.train)} / {len(data.val)} rows); use more days of data")

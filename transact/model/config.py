@@ -22,7 +22,8 @@ INPUT_NORMS: tuple[str, ...] = ("none", "layer", "block")
 #: item vectors of tokens and candidates: the items' content embeddings, the PinSage-style
 #: co-engagement vectors of the item-embedding job, or the batch (PinnerFormer) job's item
 #: tower, the space its user embeddings live in
-ITEM_REPRESENTATIONS: tuple[str, ...] = ("content", "graph", "pinnerformer")
+ITEM_REPRESENTATIONS: tuple[str, ...] = ("content", "graph", "pinnerformer",
+                                         "content+pinnerformer")
 
 #: Default time window of the random mask: 24 hours, as in the paper.
 DEFAULT_WINDOW_MS = 24 * HOUR_MS
@@ -195,6 +196,10 @@ class RankerConfig:
         _check_choice("ranker.input_norm", self.input_norm, INPUT_NORMS)
         _check_choice("ranker.item_representation", self.item_representation,
                       ITEM_REPRESENTATIONS)
+        if self.encoder.item_emb_dim != self.item_emb_dim:
+            raise ConfigError(f"encoder.item_emb_dim ({self.encoder.item_emb_dim}) must equal "
+                              f"item_emb_dim ({self.item_emb_dim}): tokens and candidates "
+                              f"carry the same item vectors")
         if self.n_cross_layers < 0 or any(d < 1 for d in self.mlp_dims):
             raise ConfigError("n_cross_layers must be >= 0 and every mlp_dims entry >= 1")
         if self.item_id_buckets < 1:

@@ -33,7 +33,7 @@ def run_training_demo(
     out_dir: Path | str,
     seed: int = 0,
     epochs: int = 1,
-    max_train_examples: int = 60_000,
+    max_train_examples: int = 100_000,
     max_eval_requests: int = 1_500,
 ) -> dict[str, Any]:
     """Train ``no_sequence`` and ``transact`` on ``examples_dir``; save TransAct to ``out_dir``.

@@ -93,6 +93,10 @@ VARIANTS: tuple[Variant, ...] = (
             encoder={"time_window_mask": False}),
     Variant("candidate_similarity", "tokens", "TransAct whose tokens also carry "
             "cos(item, candidate)", encoder={"candidate_similarity": True}),
+    Variant("items_content", "items", "TransAct on the items' content vectors (not the batch "
+            "job's item vectors)", ranker={"item_representation": "content"}),
+    Variant("items_graph", "items", "TransAct on the PinSage-style co-engagement item vectors "
+            "(`transact train item-embeddings`)", ranker={"item_representation": "graph"}),
     Variant("items_content_and_batch", "items", "TransAct whose item vectors are the content "
             "vector and the batch job's item vector side by side (64-d)",
             encoder={"item_emb_dim": 64},

@@ -41,7 +41,7 @@ def demo(
     seed: int = typer.Option(0, help="Seed for data and training."),
     epochs: int = typer.Option(1, min=1, help="Training epochs."),
     embedding_steps: int = typer.Option(150, min=1, help="PinnerFormer training steps."),
-    max_train_examples: int = typer.Option(60_000, min=100, help="Ranker training rows."),
+    max_train_examples: int = typer.Option(100_000, min=100, help="Ranker training rows."),
 ) -> None:
     """Run the whole pipeline on the embedded default, end to end."""
     from transact.data.dataset import read_events

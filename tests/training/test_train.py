@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -89,3 +91,30 @@ def test_training_inputs_are_checked(tmp_path: Path, controlled_examples: Path) 
     data = load_training_data(controlled_examples)
     with pytest.raises(UserError, match="lr must be > 0"):
         train_model(small_config(lr=0.0), data)
+
+
+def test_item_representations_are_read_or_explained(controlled_examples, tmp_path) -> None:
+    import shutil
+
+    data = load_training_data(controlled_examples)
+    assert data.item_representation == "content"
+    with pytest.raises(UserError, match="PinnerFormer"):
+        data.with_items("pinnerformer")
+    # the batch job's item vectors next to the examples: 'pinnerformer' and both side by side
+    copy = tmp_path / "examples"
+    shutil.copytree(controlled_examples, copy)
+    ids = np.arange(1, 41)
+    vectors = np.random.default_rng(0).normal(size=(40, 32)).astype(np.float32)
+    pq.write_table(pa.table({"item_id": ids, "item_emb": pa.FixedSizeListArray.from_arrays(
+        pa.array(vectors.ravel()), 32)}), copy / "pinnerformer_items.parquet")
+    data = load_training_data(copy)
+    batch_items = data.with_items("pinnerformer")
+    np.testing.assert_array_equal(batch_items.item_table[ids], vectors)
+    both = data.with_items("content+pinnerformer").item_table
+    assert both.shape[1] == 64
+    np.testing.assert_array_equal(both[ids, 32:], vectors)
+    np.testing.assert_array_equal(both[ids, :32], data.item_table[ids])
+    cfg = small_config(max_steps=1)  # a 32-d model cannot take 64-d item vectors
+    cfg.model.ranker.item_representation = "content+pinnerformer"
+    with pytest.raises(UserError, match="item_emb_dim"):
+        train_model(cfg, data.with_items("content+pinnerformer"))

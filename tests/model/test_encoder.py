@@ -249,3 +249,17 @@ def test_similarity_channel_is_the_cosine_of_item_and_candidate() -> None:
     tokens, attend = enc.tokens(actions, items, cand, visible)
     expected = torch.nn.functional.cosine_similarity(items[:, :5], cand[:, None, :], dim=2)
     torch.testing.assert_close(tokens[:, :5, -1], expected, atol=1e-6, rtol=1e-5)
+
+
+def test_model_configs_validate_alike_and_name_bad_choices() -> None:
+    from transact.config import resolve_config
+    from transact.errors import UserError
+    from transact.model.config import LossConfig, ModelConfig, RankerConfig
+
+    for cfg in (EncoderConfig(), RankerConfig(), LossConfig(), ModelConfig()):
+        assert cfg.validate() is cfg
+    with pytest.raises(UserError, match="time_window_mode"):
+        EncoderConfig(time_window_mode="sometimes").validate()
+    # a config file takes only the listed choices
+    with pytest.raises(UserError, match="one of"):
+        resolve_config(ModelConfig, None, {"ranker.encoder.fusion": "late"})

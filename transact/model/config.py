@@ -7,23 +7,31 @@ a saved model describes itself (see :mod:`transact.model.artifact`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 from transact.errors import UserError
 from transact.schema import HEADS, HOUR_MS, ITEM_EMB_DIM, SEQ_LEN, SURFACES, USER_EMB_DIM
 
-ENCODER_KINDS: tuple[str, ...] = ("none", "avg", "transformer", "cnn", "rnn", "lstm")
-FUSIONS: tuple[str, ...] = ("concat", "append")
-POSITIONAL: tuple[str, ...] = ("none", "learned")
-SEQUENCE_ACTION_FILTERS: tuple[str, ...] = ("all", "positive")
-USER_WEIGHTINGS: tuple[str, ...] = ("uniform", "inverse_sqrt_activity")
-WINDOW_MODES: tuple[str, ...] = ("drop", "keys")
-INPUT_NORMS: tuple[str, ...] = ("none", "layer", "block")
+EncoderKind = Literal["none", "avg", "transformer", "cnn", "rnn", "lstm"]
+Fusion = Literal["concat", "append"]
+Positional = Literal["none", "learned"]
+SequenceActions = Literal["all", "positive"]
+UserWeighting = Literal["uniform", "inverse_sqrt_activity"]
+WindowMode = Literal["drop", "keys"]
+InputNorm = Literal["none", "layer", "block"]
+ItemRepresentation = Literal["content", "graph", "pinnerformer", "content+pinnerformer"]
+
+ENCODER_KINDS: tuple[str, ...] = get_args(EncoderKind)
+FUSIONS: tuple[str, ...] = get_args(Fusion)
+POSITIONAL: tuple[str, ...] = get_args(Positional)
+SEQUENCE_ACTION_FILTERS: tuple[str, ...] = get_args(SequenceActions)
+USER_WEIGHTINGS: tuple[str, ...] = get_args(UserWeighting)
+WINDOW_MODES: tuple[str, ...] = get_args(WindowMode)
+INPUT_NORMS: tuple[str, ...] = get_args(InputNorm)
 #: item vectors of tokens and candidates: the items' content embeddings, the PinSage-style
 #: co-engagement vectors of the item-embedding job, or the batch (PinnerFormer) job's item
 #: tower, the space its user embeddings live in
-ITEM_REPRESENTATIONS: tuple[str, ...] = ("content", "graph", "pinnerformer",
-                                         "content+pinnerformer")
+ITEM_REPRESENTATIONS: tuple[str, ...] = get_args(ItemRepresentation)
 
 #: Default time window of the random mask: 24 hours, as in the paper.
 DEFAULT_WINDOW_MS = 24 * HOUR_MS
@@ -54,17 +62,17 @@ class EncoderConfig:
     * ``time_window_ms`` / ``time_window_mask``: the random time-window mask (training only).
     """
 
-    kind: str = "transformer"
-    fusion: str = "concat"
+    kind: EncoderKind = "transformer"
+    fusion: Fusion = "concat"
     action_emb_dim: int = 32
     item_emb_dim: int = ITEM_EMB_DIM
     seq_len: int = SEQ_LEN
-    actions: str = "all"
+    actions: SequenceActions = "all"
     num_layers: int = 2
     num_heads: int = 1
     ffn_dim: int = 32
     dropout: float = 0.1
-    positional: str = "none"
+    positional: Positional = "none"
     max_positions: int = SEQ_LEN + 1
     first_k: int = 10
     max_pool: bool = True
@@ -73,7 +81,7 @@ class EncoderConfig:
     #: ``drop``: actions in the window are removed from the sequence (as if they had not
     #: happened); ``keys``: they stay in the sequence but no token attends to them (the
     #: public reference's semantics; the newest action always stays a key; transformer only)
-    time_window_mode: str = "keys"
+    time_window_mode: WindowMode = "keys"
     #: training only: encode just the newest ``train_seq_len`` usable actions (cheaper steps;
     #: evaluation and serving still use ``seq_len``). ``None``: ``seq_len`` everywhere
     train_seq_len: int | None = 32
@@ -100,7 +108,7 @@ class EncoderConfig:
             return self.d_model
         return (self.first_k + int(self.max_pool)) * self.d_model
 
-    def validate(self) -> None:
+    def validate(self) -> EncoderConfig:
         _check_choice("encoder.kind", self.kind, ENCODER_KINDS)
         _check_choice("encoder.fusion", self.fusion, FUSIONS)
         _check_choice("encoder.positional", self.positional, POSITIONAL)
@@ -125,6 +133,7 @@ class EncoderConfig:
         _check_choice("encoder.time_window_mode", self.time_window_mode, WINDOW_MODES)
         if self.action_emb_std <= 0:
             raise ConfigError(f"encoder.action_emb_std must be > 0, got {self.action_emb_std}")
+        return self
 
 
 @dataclass
@@ -140,14 +149,14 @@ class LossConfig:
     """
 
     label_weights: list[list[float]] | None = None
-    user_weighting: str = "uniform"
+    user_weighting: UserWeighting = "uniform"
 
     def matrix(self) -> list[list[float]]:
         if self.label_weights is None:
             return [[float(h == lab) for lab in range(len(HEADS))] for h in range(len(HEADS))]
         return [list(map(float, row)) for row in self.label_weights]
 
-    def validate(self) -> None:
+    def validate(self) -> LossConfig:
         _check_choice("loss.user_weighting", self.user_weighting, USER_WEIGHTINGS)
         m = self.matrix()
         if len(m) != len(HEADS) or any(len(row) != len(HEADS) for row in m):
@@ -158,6 +167,7 @@ class LossConfig:
         for h, row in enumerate(m):
             if not any(v > 0 for v in row):
                 raise ConfigError(f"head {HEADS[h]!r} has no positive label in label_weights")
+        return self
 
 
 @dataclass
@@ -179,17 +189,17 @@ class RankerConfig:
     #: normalise x0 before the cross layers: ``none``, ``layer`` (one LayerNorm over x0) or
     #: ``block`` (a LayerNorm per feature block: categorical, numeric, encoder output, batch
     #: user embedding, candidate; so a 1,056-wide encoder block cannot drown a 32-wide one)
-    input_norm: str = "layer"
+    input_norm: InputNorm = "layer"
     #: which item vectors the tokens and the candidate carry (:data:`ITEM_REPRESENTATIONS`):
     #: ``content`` (``items.parquet``), ``graph`` (PinSage-style co-engagement vectors of the
     #: item-embedding job) or ``pinnerformer`` (the batch job's item tower)
-    item_representation: str = "pinnerformer"
+    item_representation: ItemRepresentation = "pinnerformer"
     n_cross_layers: int = 1
     mlp_dims: list[int] = field(default_factory=lambda: [128, 64])
     dropout: float = 0.1
     heads: list[str] = field(default_factory=lambda: list(HEADS))
 
-    def validate(self) -> None:
+    def validate(self) -> RankerConfig:
         self.encoder.validate()
         if list(self.heads) != list(HEADS):
             raise ConfigError(f"heads must be {list(HEADS)} (the label columns of the examples)")
@@ -204,6 +214,7 @@ class RankerConfig:
             raise ConfigError("n_cross_layers must be >= 0 and every mlp_dims entry >= 1")
         if self.item_id_buckets < 1:
             raise ConfigError("item_id_buckets must be >= 1")
+        return self
 
 
 @dataclass

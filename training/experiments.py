@@ -52,15 +52,17 @@ class Variant:
     description: str
     encoder: dict[str, Any] = field(default_factory=dict)
     ranker: dict[str, Any] = field(default_factory=dict)
+    loss: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, cfg: ModelConfig) -> ModelConfig:
         """A validated copy of ``cfg`` with this variant's changes."""
         try:
             encoder = dataclasses.replace(cfg.ranker.encoder, **self.encoder)
             ranker = dataclasses.replace(cfg.ranker, encoder=encoder, **self.ranker)
+            loss = dataclasses.replace(cfg.loss, **self.loss)
         except TypeError as err:
             raise ConfigError(f"variant {self.name!r}: {err}") from err
-        return dataclasses.replace(cfg, ranker=ranker).validate()
+        return dataclasses.replace(cfg, ranker=ranker, loss=loss).validate()
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -101,6 +103,9 @@ VARIANTS: tuple[Variant, ...] = (
             "vector and the batch job's item vector side by side (64-d)",
             encoder={"item_emb_dim": 64},
             ranker={"item_emb_dim": 64, "item_representation": "content+pinnerformer"}),
+    Variant("hide_weight_5", "loss", "TransAct with hide positives weighted 5 in the loss "
+            "(label-weight matrix M[hide, hide] = 5)",
+            loss={"label_weights": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 5.0]]}),
     Variant("window_mask_24h_drop", "mask", "the paper's mask: window U(0, 24 h), masked "
             "actions dropped from the sequence",
             encoder={"time_window_mask": True, "time_window_ms": 24 * HOUR_MS,

@@ -130,17 +130,18 @@ def item_embeddings(
     dataset_dir: Path = typer.Argument(..., help="dataset directory (events/ items.parquet)"),
     examples_dir: Path = typer.Argument(..., help="examples built from it; the vectors are "
                                         "learned on its training window and written there"),
+    config: Path | None = typer.Option(None, "--config", help="ItemGraphConfig as JSON/YAML"),
     epochs: int | None = typer.Option(None, help="override ItemGraphConfig.epochs"),
     seed: int | None = typer.Option(None, help="override ItemGraphConfig.seed"),
 ) -> None:
-    """Learn PinSage-style item vectors from the training window's co-engagements."""
-    quiet_telemetry()
-    import dataclasses
+    """Learn PinSage-style item vectors from the training window's co-engagements.
 
+    Settings: ItemGraphConfig's defaults, then --config FILE, then the options given here."""
+    quiet_telemetry()
     from training.item_embeddings import run_item_embeddings
+    from transact.config import resolve_config
     from transact.model.item_graph import ItemGraphConfig
 
-    overrides = {k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None}
-    summary = run_item_embeddings(dataset_dir, examples_dir,
-                                  dataclasses.replace(ItemGraphConfig(), **overrides))
+    cfg = resolve_config(ItemGraphConfig, config, {"epochs": epochs, "seed": seed})
+    summary = run_item_embeddings(dataset_dir, examples_dir, cfg)
     typer.echo(json.dumps(summary, indent=1, default=float))

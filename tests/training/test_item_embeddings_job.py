@@ -1,0 +1,39 @@
+"""The item-embedding job end to end: CLI -> item_graph.parquet -> a ranker's item vectors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from training.cli import app
+from training.train import load_training_data
+from transact.data.examples import ExampleConfig, build_examples
+from transact.data.synthetic import WorldConfig, generate_world
+from transact.errors import UserError
+
+
+@pytest.mark.slow
+def test_job_learns_on_the_training_window_and_feeds_the_ranker(tmp_path: Path) -> None:
+    world, examples = tmp_path / "world", tmp_path / "examples"
+    generate_world(world, WorldConfig(n_users=120, n_items=300, n_days=6, seed=3))
+    build_examples(world, examples, ExampleConfig(test_days=1, val_days=1))
+    with pytest.raises(UserError, match="item-embeddings"):
+        load_training_data(examples, "graph")
+    config = tmp_path / "graph.yaml"
+    config.write_text("epochs: 2\nhidden_dim: 32\n")
+    result = CliRunner().invoke(app, ["item-embeddings", str(world), str(examples),
+                                      "--config", str(config), "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    stats = json.loads((examples / "stats.json").read_text())
+    assert summary["window_end_ms"] == stats["split_boundaries_ms"]["val_start"]
+    assert summary["config"]["epochs"] == 2 and summary["config"]["seed"] == 1
+    assert summary["edges"] > 0 and summary["items"] == 300
+    data = load_training_data(examples, "graph")
+    norms = np.linalg.norm(data.item_table[1:301], axis=1)
+    np.testing.assert_allclose(norms, 2.0, rtol=1e-4)  # every item gets a vector
+    assert not data.item_table[0].any()

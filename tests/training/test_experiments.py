@@ -101,3 +101,26 @@ def test_parallel_jobs_give_the_same_table_with_seed_statistics(
     assert [r["seed"] for r in tables[2][BASELINE]] == [0, 1]
     text = (tmp_path / "jobs2.md").read_text()
     assert "±" in text and "Welch" in text
+
+
+def test_verdict_line_says_plainly_whether_transact_wins() -> None:
+    from training.experiments import VariantResult, verdict
+
+    def runs(name: str, level: float) -> list[VariantResult]:
+        out = []
+        for seed in range(3):
+            jitter = 0.001 * seed
+            test = {f"auc_{h}": level + jitter for h in ("click", "save", "hide")}
+            test |= {"hit3_click": level + jitter, "hit3_save": level + jitter,
+                     "hit3_hide": 1 - level - jitter}  # hide: lower is better
+            out.append(VariantResult(name, test, {}, 0.0, 0, 0))
+        return out
+
+    winning = {BASELINE: runs(BASELINE, 0.5), "wdl_avg": runs("wdl_avg", 0.52),
+               "transact": runs("transact", 0.6)}
+    assert verdict(winning).startswith("**Verdict: TransAct wins**")
+    assert "6 of 12" not in verdict(winning) and "12 of 12" in verdict(winning)
+    losing = dict(winning, transact=runs("transact", 0.51))
+    text = verdict(losing)
+    assert text.startswith("**Verdict: TransAct does not win this table**")
+    assert "vs `wdl_avg` (p < 0.05)" in text

@@ -448,6 +448,13 @@ def verdict(results: dict[str, list[VariantResult]]) -> str:
     if not rivals:
         return "**Verdict**: no baseline in this table."
     seeds = len(ours)
+    if seeds < 2:
+        ahead = total - len(losses)
+        return (f"**Verdict (one seed, no significance test)**: TransAct is ahead on {ahead} of "
+                f"{total} comparisons with {', '.join(f'`{r}`' for r in rivals)}"
+                + (f"; behind on: {', '.join(losses)}" if losses else "")
+                + ". Read single-seed differences as noise-level; the seeded comparison and the "
+                "next steps: `docs/model.md`, section Findings.")
     head = ("**Verdict: TransAct wins**" if wins == total else
             "**Verdict: TransAct does not win this table**")
     lost = f"; numerically behind on {len(losses)}: " + ", ".join(losses) if losses else ""

@@ -124,3 +124,16 @@ def test_verdict_line_says_plainly_whether_transact_wins() -> None:
     text = verdict(losing)
     assert text.startswith("**Verdict: TransAct does not win this table**")
     assert "vs `wdl_avg` (p < 0.05)" in text
+
+
+def test_one_seed_verdict_claims_no_significance() -> None:
+    from training.experiments import VariantResult, verdict
+
+    def one(name: str, level: float) -> list[VariantResult]:
+        test = {f"auc_{h}": level for h in ("click", "save", "hide")}
+        test |= {"hit3_click": level, "hit3_save": level, "hit3_hide": 1 - level}
+        return [VariantResult(name, test, {}, 0.0, 0, 0)]
+
+    text = verdict({BASELINE: one(BASELINE, 0.5), "transact": one("transact", 0.6)})
+    assert text.startswith("**Verdict (one seed, no significance test)**")
+    assert "ahead on 6 of 6" in text

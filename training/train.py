@@ -64,8 +64,8 @@ class TrainConfig:
     bucket_by_length: bool = True
     #: evaluate on a seeded random subset of this many requests (whole requests; None: all)
     max_eval_requests: int | None = 3_000
-    #: intra-op threads; 1 is fastest on a shared 2-core machine (2 threads were measured 20x
-    #: slower there, OpenMP workers spinning against other processes)
+    #: intra-op threads; 1 is fastest on a shared 2-core machine (2 threads were measured
+    #: 1.3-2.1x slower there, `bench/bench_threads.py`): run two 1-thread jobs side by side
     num_threads: int = 1
     utility: tuple[float, ...] = DEFAULT_UTILITY
     progress: bool = False
@@ -147,14 +147,7 @@ def read_item_vectors(path: Path, column: str, n_rows: int, how_to_make: str) ->
 
     if not path.exists():
         raise UserError(f"{path} is missing: {how_to_make}")
-    table = pq.read_table(path)
-    ids = table.column("item_id").to_numpy()
-    values = table.column(column).combine_chunks()
-    emb = np.asarray(values.values.to_numpy(), np.float32).reshape(len(ids), values.type.list_size)
-    out = np.zeros((max(n_rows, int(ids.max()) + 1 if len(ids) else 0), emb.shape[1]),
-                   np.float32)
-    out[ids] = emb
-    return out
+    return item_embedding_table(pq.read_table(path), column, n_rows)
 
 
 def attach_oracle(examples: ExampleArrays, truth_dir: Path) -> ExampleArrays:

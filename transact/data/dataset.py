@@ -104,12 +104,16 @@ def read_items(dataset_dir: Path) -> pa.Table:
     return read_parquet_checked(Path(dataset_dir) / "items.parquet", ITEM_SCHEMA)
 
 
-def item_embedding_table(items: pa.Table) -> np.ndarray:
-    """Dense ``(max_item_id + 1, E)`` float32 lookup table; row 0 (padding) is zeros."""
+def item_embedding_table(items: pa.Table, column: str = "content_emb", min_rows: int = 0
+                         ) -> np.ndarray:
+    """Dense ``(max(max_item_id + 1, min_rows), E)`` float32 lookup table of the vectors in
+    ``column`` (a fixed-size list per ``item_id``); rows of absent ids (0, the padding id,
+    among them) are zeros."""
     ids = items.column("item_id").to_numpy()
-    emb = np.asarray(items.column("content_emb").combine_chunks().values, dtype=np.float32)
+    emb = np.asarray(items.column(column).combine_chunks().values, dtype=np.float32)
     emb = emb.reshape(len(ids), -1)
-    table = np.zeros((int(ids.max()) + 1, emb.shape[1]), dtype=np.float32)
+    rows = max(int(ids.max()) + 1 if len(ids) else 0, min_rows)
+    table = np.zeros((rows, emb.shape[1]), dtype=np.float32)
     table[ids] = emb
     return table
 

@@ -104,20 +104,17 @@ def co_engagement_graph(
 def neighbour_matrix(graph: sp.csr_matrix, n_neighbours: int) -> sp.csr_matrix:
     """Row-stochastic ``P``: each row keeps its ``n_neighbours`` heaviest edges, normalised
     to sum to 1 (importance pooling); rows without edges stay empty."""
-    graph = graph.tocsr()
-    indptr, indices, data = graph.indptr, graph.indices, graph.data
-    keep_rows, keep_cols, keep_vals = [], [], []
-    for row in np.flatnonzero(np.diff(indptr)):
-        lo, hi = indptr[row], indptr[row + 1]
-        vals = data[lo:hi]
-        top = np.argsort(-vals, kind="stable")[:n_neighbours]
-        keep_rows.append(np.full(len(top), row))
-        keep_cols.append(indices[lo:hi][top])
-        keep_vals.append(vals[top] / vals[top].sum())
-    if not keep_rows:
+    coo = graph.tocoo()
+    if coo.nnz == 0:
         return sp.csr_matrix(graph.shape, dtype=np.float32)
-    return sp.csr_matrix((np.concatenate(keep_vals).astype(np.float32),
-                          (np.concatenate(keep_rows), np.concatenate(keep_cols))),
+    # vectorised top-n per row: sort by (row, weight descending), rank within the row
+    order = np.lexsort((-coo.data, coo.row))
+    rows, cols, vals = coo.row[order], coo.col[order], coo.data[order]
+    starts = np.searchsorted(rows, rows, side="left")
+    keep = np.arange(len(rows)) - starts < n_neighbours
+    rows, cols, vals = rows[keep], cols[keep], vals[keep].astype(np.float64)
+    totals = np.bincount(rows, weights=vals, minlength=graph.shape[0])
+    return sp.csr_matrix(((vals / totals[rows]).astype(np.float32), (rows, cols)),
                          shape=graph.shape)
 
 

@@ -28,9 +28,9 @@ from transact.runtime import quiet_telemetry  # noqa: E402
 
 quiet_telemetry()
 
-from features.pinnerformer import (  # noqa: E402
-    ModelConfig,
+from training.pinnerformer import (  # noqa: E402
     PinnerFormerConfig,
+    PinnerFormerModelConfig,
     evaluate_pinnerformer,
     run_daily_embeddings,
 )
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup_days=args.warmup_days, train_fraction=args.train_fraction,
         train_steps=args.train_steps, batch_size=args.batch_size, seed=args.seed,
         num_threads=args.threads, logq_correction=not args.no_logq,
-        model=ModelConfig(n_layers=args.n_layers, item_id_buckets=args.item_id_buckets),
+        model=PinnerFormerModelConfig(n_layers=args.n_layers, item_id_buckets=args.item_id_buckets),
     )
     out = work / args.out_name
     t0 = time.perf_counter()

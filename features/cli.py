@@ -7,6 +7,7 @@ Every command takes ``--profile embedded|production`` and ``--root`` (local file
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -199,45 +200,23 @@ def process_cmd(
             "dead_letters": total.dead, "users_updated": total.users_updated})
 
 
-@app.command("embeddings")
-def embeddings_cmd(
-    dataset: Path = typer.Argument(..., help="dataset directory (shared format)"),
-    out: Path = typer.Option(..., "--out", help="output directory of the daily job"),
-    config: Path | None = ConfigOpt,
-    day: list[str] | None = typer.Option(
-        None, "--day", help="a YYYY-MM-DD day to embed (repeat; default: from the config's "
-        "train_fraction of the dataset to its end)"),
-    checkpoint: Path | None = typer.Option(None, help="reuse this model.pt instead of training"),
-    train_steps: int | None = typer.Option(None, help="PinnerFormerConfig train_steps"),
-    history_len: int | None = typer.Option(None, help="PinnerFormerConfig history_len"),
-    window_days: int | None = typer.Option(None, help="PinnerFormerConfig window_days"),
-    warmup_days: int | None = typer.Option(None, help="PinnerFormerConfig warmup_days"),
-    batch_size: int | None = typer.Option(None, help="PinnerFormerConfig batch_size"),
-    seed: int | None = typer.Option(None, help="PinnerFormerConfig seed"),
-    threads: int | None = typer.Option(None, help="PinnerFormerConfig num_threads"),
-    progress: bool = typer.Option(False, help="show progress"),
-    log_level: LogLevel = LogLevelOpt,
+@app.command("materialize-embeddings")
+def materialize_embeddings_cmd(
+    embeddings: Path = typer.Argument(..., help="output directory of `transact train "
+                                      "pinnerformer` (or its user_embeddings/)"),
+    with_items: bool = typer.Option(False, help="also materialise the staged item content"),
+    profile: ProfileKind = ProfileOpt, root: Path | None = RootOpt,
+    redis_db: int | None = RedisDbOpt, project: str | None = ProjectOpt,
+    pg_schema: str | None = SchemaOpt,
 ) -> None:
-    """Run the daily PinnerFormer user-embedding job (writes user_embeddings/date=*/ for
-    `transact features stage --user-embeddings`).
+    """Stage the daily user embeddings (every dated day written) and materialise them into the
+    online store: the step after `transact train pinnerformer`."""
+    from features.store import materialize_user_embeddings
 
-    Settings: PinnerFormerConfig's defaults, then --config FILE (nested ``model:`` for the
-    towers), then the options given here."""
-    from dataclasses import asdict
-
-    from features.pinnerformer import PinnerFormerConfig, run_daily_embeddings
-    from transact.config import resolve_config
-
-    _setup_logging(log_level)
-    cfg = resolve_config(PinnerFormerConfig, config, {
-        "train_steps": train_steps, "history_len": history_len, "window_days": window_days,
-        "warmup_days": warmup_days, "batch_size": batch_size, "seed": seed,
-        "num_threads": threads})
-    stats = run_daily_embeddings(dataset, out, cfg, days=day or None, progress=progress,
-                                 checkpoint=checkpoint)
-    summary = asdict(stats)
-    summary["config"] = asdict(cfg)
-    _print(summary)
+    prof = _profile(profile, root, redis_db, None, project, pg_schema)
+    with contextlib.redirect_stdout(sys.stderr):  # Feast's own progress: stdout stays JSON
+        done = materialize_user_embeddings(prof, embeddings, include_items=with_items)
+    _print(done)
 
 
 @app.command("status")

@@ -1,8 +1,9 @@
 """The feature platform's part of ``transact demo``, on the embedded profile (no servers).
 
 Replays a dataset's events through the durable local queue and the exactly-once processor into
-the Feast online store, runs the daily PinnerFormer job, stages and materialises the batch views,
-and reads one user's ranking features back through the serving read path.
+the Feast online store, stages and materialises the batch views (item content and the daily
+user embeddings the PinnerFormer job, ``training.pinnerformer``, wrote before), and reads one
+user's ranking features back through the serving read path.
 """
 
 from __future__ import annotations
@@ -14,30 +15,21 @@ from typing import Any
 
 import numpy as np
 
-from transact.data.dataset import DatasetMeta, read_events
-from transact.schema import DAY_MS
+from transact.data.dataset import read_events
 
 
 def run_feature_demo(
     dataset_dir: Path | str,
     workdir: Path | str,
-    seed: int = 0,
+    user_embeddings: Path | str,
     progress: bool = True,
-    window_days: int = 2,
-    warmup_days: int = 2,
-    train_steps: int = 150,
-    history_len: int = 128,
 ) -> dict[str, Any]:
-    """Run ingestion, the daily embedding job and materialisation; return a summary.
-
-    The summary's ``user_embeddings_path`` is the PinnerFormer output (for the example builder)
-    and ``first_embedding_day_ms`` the first day it covers.
-    """
+    """Run ingestion and materialisation of ``user_embeddings`` (the daily job's output
+    directory); return a summary."""
     from features.online import open_reader
-    from features.pinnerformer import PinnerFormerConfig, run_daily_embeddings
     from features.processor import ProcessorConfig, open_processor, open_stream
     from features.replay import replay_events
-    from features.store import apply, load_profile, materialize, stage_items, stage_user_embeddings
+    from features.store import apply, load_profile, materialize_user_embeddings, stage_items
 
     dataset_dir, workdir = Path(dataset_dir), Path(workdir)
     shutil.rmtree(workdir / "store", ignore_errors=True)
@@ -61,17 +53,9 @@ def run_feature_demo(
         "events_per_s": round(total.messages / max(elapsed, 1e-9)),
     }
 
-    # a lighter schedule than the job's defaults (600 steps, 256 actions) keeps the demo short
-    cfg = PinnerFormerConfig(window_days=window_days, warmup_days=warmup_days, seed=seed,
-                             train_steps=train_steps, history_len=history_len)
-    stats = run_daily_embeddings(dataset_dir, workdir / "pinnerformer", cfg, progress=progress)
-    summary["pinnerformer"] = {"days": f"{stats.days[0]} .. {stats.days[-1]}",
-                               "rows": sum(stats.rows_per_day.values()),
-                               "trained_until": stats.trained_until}
-    summary["user_emb_rows_staged"] = stage_user_embeddings(profile, stats.output_dir)
-    summary["materialized"] = materialize(profile)
+    summary["materialized"] = materialize_user_embeddings(profile, user_embeddings,
+                                                          include_items=True)
 
-    meta = DatasetMeta.read(dataset_dir)
     user_id = int(events.column("user_id")[0].as_py())
     candidates = np.unique(events.column("item_id").to_numpy())[:500]
     feats = open_reader(profile).get_ranking_features(user_id, candidates)
@@ -79,8 +63,4 @@ def run_feature_demo(
                             "user_emb_found": bool(feats.user_emb_found),
                             "candidates": len(candidates),
                             "items_found": int(np.sum(feats.item_found))}
-    first_day = np.datetime64(stats.days[0]).astype("datetime64[ms]").astype(np.int64)
-    summary["user_embeddings_path"] = stats.output_dir
-    summary["first_embedding_day_ms"] = int(first_day)
-    summary["dataset_days"] = (meta.max_timestamp_ms - meta.min_timestamp_ms) // DAY_MS + 1
     return summary

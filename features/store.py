@@ -419,6 +419,39 @@ def materialize(profile: FeatureProfile, end: datetime | None = None,
     return result
 
 
+#: where the daily PinnerFormer job (``transact train pinnerformer``) puts its dated day files
+#: inside its output directory: ``user_embeddings/date=YYYY-MM-DD/part-0.parquet``
+JOB_USER_EMBEDDINGS_DIR = "user_embeddings"
+
+
+def materialize_user_embeddings(profile: FeatureProfile, embeddings: Path | str,
+                                include_items: bool = False,
+                                end: datetime | None = None) -> dict[str, Any]:
+    """Stage the daily user embeddings and load them into the online store: the DAG task that
+    follows the embedding job.
+
+    ``embeddings``: the job's output directory (its ``user_embeddings/`` is used), that
+    directory itself, or one day's Parquet file. The ``user_batch_embedding`` source is
+    replaced by what is there (every dated day the job has written), so a rerun after the job
+    re-wrote a day is idempotent. ``include_items`` also materialises the staged item content
+    (one Feast call instead of two).
+
+    Returns ``{"user_emb_rows_staged": n, "materialized": [...], "skipped": {...},
+    "window": [start, end]}`` (:func:`materialize`'s summary plus the staged row count).
+    """
+    from features.names import ITEM_VIEW, USER_EMB_VIEW
+
+    path = Path(embeddings)
+    if not path.exists():
+        raise UserError(f"daily embeddings {path} do not exist; run `transact train "
+                        f"pinnerformer DATASET_DIR {path}` first")
+    if (path / JOB_USER_EMBEDDINGS_DIR).is_dir():
+        path = path / JOB_USER_EMBEDDINGS_DIR
+    staged = stage_user_embeddings(profile, path)
+    views = [ITEM_VIEW, USER_EMB_VIEW] if include_items else [USER_EMB_VIEW]
+    return {"user_emb_rows_staged": staged, **materialize(profile, end=end, views=views)}
+
+
 def push_sequences(store: Any, user_ids: np.ndarray, sequences: np.ndarray) -> int:
     """Upsert users' full sequences into the Feast online store through the push source.
 

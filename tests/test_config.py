@@ -104,8 +104,8 @@ def test_unreadable_files_are_user_errors(tmp_path):
 
 
 def _configs():
-    from features.pinnerformer import PinnerFormerConfig
     from features.processor import ProcessorConfig
+    from training.pinnerformer.config import PinnerFormerConfig
     from transact.data.examples import ExampleConfig
     from transact.data.synthetic_world import WorldConfig
 

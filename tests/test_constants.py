@@ -32,10 +32,11 @@ def test_the_literal_check_sees_hour_literals():
 
 
 def test_action_embedding_tables_are_sized_from_action_type():
-    from features.pinnerformer_model import ModelConfig, PinnerFormerModel
+    from transact.model.pinnerformer import PinnerFormerModel, PinnerFormerModelConfig
 
     assert N_ACTION_CODES == max(int(a) for a in ActionType) + 1
     import torch
 
-    model = PinnerFormerModel(ModelConfig(), torch.zeros(3, ModelConfig().content_dim))
+    model = PinnerFormerModel(PinnerFormerModelConfig(),
+                              torch.zeros(3, PinnerFormerModelConfig().content_dim))
     assert model.action_emb.num_embeddings == N_ACTION_CODES

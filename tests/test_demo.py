@@ -23,7 +23,7 @@ def test_demo_runs_every_stage_end_to_end(tmp_path):
     assert "all expectations met" in out and "demo finished" in out
     # the stream processor accepted every event and the read path found the user's features
     assert '"dead_letters": {}' in out and '"user_emb_found": true' in out
-    assert list((tmp_path / "features" / "pinnerformer" / "user_embeddings").glob("date=*"))
+    assert list((tmp_path / "pinnerformer" / "user_embeddings").glob("date=*"))
     assert list((tmp_path / "examples_synthetic" / "test").glob("part-*.parquet"))
     metrics = json.loads((tmp_path / "models" / "demo_metrics.json").read_text())
     assert {"no_sequence", "transact"} <= set(metrics)

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import typer
 
+from training.pinnerformer.cli import pinnerformer as pinnerformer_cmd
 from transact.model.artifact import save_model
 from transact.runtime import quiet_telemetry
 
 app = typer.Typer(help="Train the ranking model and run offline experiments.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app.command("pinnerformer")(pinnerformer_cmd)  # the daily batch user-embedding job
 
 
 def _command_line() -> str:

@@ -4,11 +4,12 @@ Steps, each a library call of its stage, printed as it goes:
 
 1. generate the synthetic world (or MovieLens-100K with ``--source movielens``);
 2. validate the raw events with the Great Expectations events suite;
-3. feature platform, embedded profile: replay the events through the durable stream and the
-   processor into the online store, run the daily PinnerFormer job, materialise;
-4. build training examples (sequences strictly before each request, daily user embedding);
-5. validate the examples (schema, labels, no leakage);
-6. train the TransAct ranker and the no-sequence baseline, report HIT@3 / AUC per head.
+3. the daily PinnerFormer user-embedding job (``training.pinnerformer``);
+4. feature platform, embedded profile: replay the events through the durable stream and the
+   processor into the online store, stage and materialise item content and the embeddings;
+5. build training examples (sequences strictly before each request, daily user embedding);
+6. validate the examples (schema, labels, no leakage);
+7. train the TransAct ranker and the no-sequence baseline, report HIT@3 / AUC per head.
 """
 
 from __future__ import annotations
@@ -73,29 +74,40 @@ def demo(
     console.print("  events suite: all expectations met")
     _done(t)
 
+    from training.pinnerformer import PinnerFormerConfig, parse_day, run_daily_embeddings
+
+    t = _step("3. daily user embeddings: the PinnerFormer job")
+    # a lighter schedule than the job's defaults (600 steps, 256 actions) keeps the demo short
+    pf_cfg = PinnerFormerConfig(window_days=2, warmup_days=2, seed=seed,
+                                train_steps=embedding_steps, history_len=128)
+    pf_stats = run_daily_embeddings(dataset, workdir / "pinnerformer", pf_cfg, progress=True)
+    console.print(f"  days {pf_stats.days[0]} .. {pf_stats.days[-1]}: "
+                  f"{sum(pf_stats.rows_per_day.values()):,} rows, trained on events before "
+                  f"{pf_stats.trained_until}")
+    _done(t)
+
     from features.demo import run_feature_demo
 
-    t = _step("3. features (embedded profile): stream → processor → Feast, PinnerFormer")
-    feature_summary = run_feature_demo(dataset, workdir / "features", seed=seed,
-                                       train_steps=embedding_steps)
+    t = _step("4. features (embedded profile): stream → processor → Feast, materialise")
+    feature_summary = run_feature_demo(dataset, workdir / "features", workdir / "pinnerformer")
     console.print_json(json.dumps(feature_summary, default=str))
     _done(t)
 
-    t = _step("4. training examples")
+    t = _step("5. training examples")
     examples = workdir / f"examples_{source}"
     # MovieLens activity is uneven over its 7 months: split by event share, not by calendar
     split = ({"test_fraction": 0.1, "val_fraction": 0.1} if source == "movielens"
              else {"test_days": 2, "val_days": 1})
     # the ranker trains where the daily PinnerFormer embedding exists (the hybrid model)
-    cfg = ExampleConfig(user_emb_path=feature_summary["user_embeddings_path"],
-                        start_ms=feature_summary["first_embedding_day_ms"], **split)
+    cfg = ExampleConfig(user_emb_path=pf_stats.output_dir,
+                        start_ms=parse_day(pf_stats.days[0]), **split)
     stats = build_examples(dataset, examples, cfg, progress=True)
     console.print(f"  {stats.examples} examples in {stats.elapsed_s:.1f} s; mean sequence "
                   f"length {stats.seq_len_mean:.1f}; {stats.examples_before_start:,} impressions "
                   f"before the first daily embedding serve as history only")
     _done(t)
 
-    t = _step("5. validate examples (Great Expectations, leakage)")
+    t = _step("6. validate examples (Great Expectations, leakage)")
     for split in ("train", "val", "test"):
         validate_examples(read_examples(examples, split)).raise_if_failed()
     console.print("  examples suite: all expectations met, no sequence action at or after "
@@ -104,7 +116,7 @@ def demo(
 
     from training.demo import run_training_demo
 
-    t = _step("6. train TransAct and the no-sequence baseline")
+    t = _step("7. train TransAct and the no-sequence baseline")
     run_training_demo(examples, workdir / "models", seed=seed, epochs=epochs,
                       max_train_examples=max_train_examples)
     _done(t)

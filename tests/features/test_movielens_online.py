@@ -14,8 +14,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from features.online import FeastReader
-from features.pinnerformer import PinnerFormerConfig, run_daily_embeddings
-from features.pinnerformer_model import ModelConfig
 from features.store import (
     FeatureProfile,
     apply,
@@ -24,6 +22,8 @@ from features.store import (
     stage_items,
     stage_user_embeddings,
 )
+from training.pinnerformer import PinnerFormerConfig, run_daily_embeddings
+from transact.model.pinnerformer import PinnerFormerModelConfig
 from transact.schema import DAY_MS
 
 
@@ -35,7 +35,7 @@ def test_movielens_daily_embedding_is_read_back_online(tmp_path, movielens_datas
     stage_items(profile, dataset)
     last_day = (meta.max_timestamp_ms // DAY_MS) * DAY_MS
     cfg = PinnerFormerConfig(train_steps=2, history_len=16, batch_size=16, n_random_negatives=16,
-                             model=ModelConfig(n_layers=1, item_id_buckets=0))
+                             model=PinnerFormerModelConfig(n_layers=1, item_id_buckets=0))
     stats = run_daily_embeddings(dataset, tmp_path / "pinnerformer", cfg, days=[last_day],
                                  created_at_ms=meta.max_timestamp_ms)
     assert stats.rows_per_day[stats.days[0]] > 900

@@ -101,26 +101,3 @@ def test_process_takes_a_config_file_with_options_as_overrides_and_logs(tmp_path
     config.write_text("batch_sise: 7\n")
     bad = runner.invoke(app, [*base, "--config", str(config)])
     assert bad.exit_code != 0 and "batch_sise" in str(bad.exception)
-
-
-@pytest.mark.slow
-def test_embedding_job_runs_from_a_config_file_with_overrides(tmp_path):
-    from transact.data.synthetic import generate_world
-    from transact.data.synthetic_world import WorldConfig
-
-    world = tmp_path / "world"
-    generate_world(world, WorldConfig(n_users=40, n_items=200, n_days=8, n_topics=4, seed=1))
-    config = tmp_path / "pinnerformer.json"
-    config.write_text(json.dumps({"train_steps": 3, "history_len": 16, "window_days": 2,
-                                  "warmup_days": 1, "batch_size": 8, "n_random_negatives": 8,
-                                  "model": {"n_layers": 1, "item_id_buckets": 0}}))
-    out = CliRunner().invoke(app, ["embeddings", str(world), "--out", str(tmp_path / "pf"),
-                                   "--config", str(config), "--seed", "5", "--day",
-                                   "2026-11-07", "--log-level", "warning"])
-    assert out.exit_code == 0, out.output
-    summary = json.loads(out.stdout)
-    assert summary["config"]["train_steps"] == 3 and summary["config"]["seed"] == 5
-    assert summary["config"]["model"]["n_layers"] == 1
-    assert summary["config"]["lr"] == 2e-3  # the dataclass default
-    assert summary["days"] == ["2026-11-07"] and summary["rows_per_day"]["2026-11-07"] > 0
-    assert list((tmp_path / "pf" / "user_embeddings").glob("date=2026-11-07/*.parquet"))

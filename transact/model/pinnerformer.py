@@ -1,4 +1,8 @@
-"""The PinnerFormer-style user and item towers and the dense all-action loss.
+"""PinnerFormer (arXiv 2205.04507): the daily batch user model's towers and dense all-action loss.
+
+The network of the batch stage, beside the ranker's (:mod:`transact.model.ranker`); its daily
+job, data preparation, training loop and checkpoints are the stage
+:mod:`training.pinnerformer`.
 
 User tower: each of the user's latest ``L`` engagements becomes a token
 ``W_c · content_emb(item) + E_action(type) + W_t · time_features(log age)``; a learned
@@ -26,13 +30,13 @@ from torch import nn
 
 from transact.schema import HOUR_MS, N_ACTION_CODES
 
-__all__ = ["N_ACTION_CODES", "N_TIME_FEATURES", "ModelConfig", "PinnerFormerModel",
+__all__ = ["N_ACTION_CODES", "N_TIME_FEATURES", "PinnerFormerModel", "PinnerFormerModelConfig",
            "dense_all_action_loss", "time_features"]
 N_TIME_FEATURES = 7
 
 
 @dataclass
-class ModelConfig:
+class PinnerFormerModelConfig:
     """Architecture of the towers.
 
     d_model / n_layers / n_heads / ffn_dim / dropout: the user encoder.
@@ -80,7 +84,7 @@ class PinnerFormerModel(nn.Module):
             items table (new items) can be attached with :meth:`set_item_content`.
     """
 
-    def __init__(self, cfg: ModelConfig, item_content: torch.Tensor) -> None:
+    def __init__(self, cfg: PinnerFormerModelConfig, item_content: torch.Tensor) -> None:
         super().__init__()
         self.cfg = cfg
         d = cfg.d_model

@@ -11,9 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.pinnerformer import (
+from training.pinnerformer import (
     EMBEDDING_SCHEMA,
-    ModelConfig,
     PinnerFormerConfig,
     evaluate_pinnerformer,
     load_daily_embeddings,
@@ -21,6 +20,7 @@ from features.pinnerformer import (
 )
 from transact.data.dataset import DatasetMeta, EventPartWriter, read_events
 from transact.errors import CorruptArtifact, UserError
+from transact.model.pinnerformer import PinnerFormerModelConfig
 from transact.schema import DAY_MS, EVENT_SCHEMA, ITEM_EMB_DIM, ITEM_SCHEMA, ActionType
 
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
@@ -127,7 +127,8 @@ def _write_dataset(out_dir: Path, events: pa.Table, item_ids: np.ndarray, conten
 def small_cfg(**overrides) -> PinnerFormerConfig:
     values = dict(history_len=64, window_days=3, warmup_days=2, train_steps=100, batch_size=64,
                   n_random_negatives=128, num_threads=1, seed=7,
-                  model=ModelConfig(n_layers=1, n_heads=1, ffn_dim=32, item_id_buckets=0))
+                  model=PinnerFormerModelConfig(n_layers=1, n_heads=1, ffn_dim=32,
+                                                item_id_buckets=0))
     values.update(overrides)
     return PinnerFormerConfig(**values)
 
@@ -166,7 +167,7 @@ def _emb_by_day(out: Path) -> dict[str, dict[int, np.ndarray]]:
 
 
 def test_history_is_latest_engagements_strictly_before_cutoff_newest_first(tiny_dataset):
-    from features.pinnerformer_data import engagement_log_from_events, history_at
+    from training.pinnerformer.data import engagement_log_from_events, history_at
 
     click, save, hide, skip = (int(a) for a in (ActionType.CLICK, ActionType.SAVE,
                                                 ActionType.HIDE, ActionType.SKIP))
@@ -194,7 +195,7 @@ def test_history_is_latest_engagements_strictly_before_cutoff_newest_first(tiny_
 
 
 def test_future_positive_ranges_match_a_plain_count(tiny_dataset):
-    from features.pinnerformer_data import (
+    from training.pinnerformer.data import (
         engagement_log_from_events,
         positives_between,
         ranges_to_rows,
@@ -333,7 +334,8 @@ def test_seeded_runs_repeat_exactly_and_parts_do_not_matter(world, trained_run, 
     # another seed gives another model (here with the optional item-id embeddings, which
     # survive the checkpoint round trip)
     id_cfg = small_cfg(seed=8, train_steps=5,
-                       model=ModelConfig(n_layers=1, n_heads=1, ffn_dim=32, item_id_buckets=64))
+                       model=PinnerFormerModelConfig(n_layers=1, n_heads=1, ffn_dim=32,
+                                                     item_id_buckets=64))
     other_seed = run_daily_embeddings(world, tmp_path / "seed8", id_cfg, days=["2026-01-09"])
     assert other_seed.train.loss_first != stats.train.loss_first
     reused = run_daily_embeddings(world, tmp_path / "seed8b", id_cfg, days=["2026-01-09"],
@@ -365,7 +367,7 @@ def test_user_mistakes_are_reported(world, tmp_path, tiny_dataset):
     with pytest.raises(UserError, match="no training cut-off"):
         run_daily_embeddings(world, tmp_path / "x", small_cfg(), days=["2026-01-04"])
     with pytest.raises(UserError, match="n_heads"):
-        small_cfg(model=ModelConfig(d_model=32, n_heads=3)).validate()
+        small_cfg(model=PinnerFormerModelConfig(d_model=32, n_heads=3)).validate()
     with pytest.raises(UserError, match="do not exist"):
         load_daily_embeddings(tmp_path / "nothing")
     with pytest.raises(UserError, match="unknown PinnerFormer config keys"):
@@ -406,7 +408,7 @@ def test_training_can_sample_users_to_bound_memory(world, tmp_path):
 
 
 def test_unsorted_events_part_is_refused():
-    from features.pinnerformer_data import engagement_log_from_events
+    from training.pinnerformer.data import engagement_log_from_events
     from transact.data.dataset import DatasetError
 
     events = pa.table({"event_id": [1, 2], "user_id": [1, 1], "item_id": [3, 4],

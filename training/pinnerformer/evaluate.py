@@ -37,12 +37,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from features.pinnerformer_data import (
+from training.pinnerformer.checkpoint import CHECKPOINT_NAME
+from training.pinnerformer.config import PinnerFormerConfig
+from training.pinnerformer.data import (
     count_before,
+    day_str,
     engagement_log_from_events,
+    parse_day,
     positives_between,
     ranges_to_rows,
 )
+from training.pinnerformer.fit import Progress
+from training.pinnerformer.job import ITEM_EMB_NAME, load_daily_embeddings
 from transact.data.dataset import DatasetMeta, item_embedding_table, iter_event_parts, read_items
 from transact.errors import CorruptArtifact, UserError
 from transact.schema import DAY_MS
@@ -115,13 +121,11 @@ def evaluate_pinnerformer(
         user_batch: users scored at once.
         progress: show a progress bar.
     """
-    from features import pinnerformer as pf
-
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     if not ks or min(ks) < 1:
         raise UserError(f"ks must be positive integers, got {list(ks)}")
     ks = sorted(set(int(k) for k in ks))
-    ckpt_path = out_dir / pf.CHECKPOINT_NAME
+    ckpt_path = out_dir / CHECKPOINT_NAME
     if not ckpt_path.is_file():
         raise UserError(
             f"{ckpt_path} does not exist: the evaluation reads the model's window, history "
@@ -129,7 +133,7 @@ def evaluate_pinnerformer(
             f"directory of a finished PinnerFormer job")
     try:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        model_cfg = pf.PinnerFormerConfig.from_dict(json.loads(ckpt["config"]))
+        model_cfg = PinnerFormerConfig.from_dict(json.loads(ckpt["config"]))
         inv_temp = float(torch.exp(ckpt["state_dict"]["log_inv_temp"]).clamp(max=100.0))
     except (KeyError, RuntimeError, ValueError, TypeError, EOFError,
             pickle.UnpicklingError) as err:
@@ -137,18 +141,18 @@ def evaluate_pinnerformer(
                               f"({err}); re-run the daily job") from err
     window_days = window_days or model_cfg.window_days
     history_len = history_len or model_cfg.history_len
-    item_path = out_dir / pf.ITEM_EMB_NAME
+    item_path = out_dir / ITEM_EMB_NAME
     if not item_path.is_file():
         raise UserError(f"{item_path} does not exist; run the PinnerFormer job into {out_dir}")
 
     meta = DatasetMeta.read(dataset_dir)
     max_day = meta.max_timestamp_ms // DAY_MS * DAY_MS
-    embeddings = pf.load_daily_embeddings(out_dir)
+    embeddings = load_daily_embeddings(out_dir)
     emb_day = embeddings.column("event_timestamp").cast(pa.int64()).to_numpy()
     eval_days = sorted(int(d) for d in np.unique(emb_day) if d + window_days * DAY_MS
                        <= max_day + DAY_MS)
     if days is not None:
-        wanted = {pf.parse_day(d) for d in days}
+        wanted = {parse_day(d) for d in days}
         eval_days = [d for d in eval_days if d in wanted]
     if not eval_days:
         raise UserError(f"no embedded day of {out_dir} has a complete {window_days}-day window "
@@ -196,7 +200,7 @@ def evaluate_pinnerformer(
     n_targets = 0
     learned_t = torch.from_numpy(learned)
     content_t = torch.from_numpy(content_unit.astype(np.float32))
-    with pf._Progress(progress) as bars:
+    with Progress(progress) as bars:
         task = bars.task("PinnerFormer evaluation", meta.n_parts or 0)
         for part in iter_event_parts(dataset_dir):
             log = engagement_log_from_events(part)
@@ -255,7 +259,7 @@ def evaluate_pinnerformer(
                         "click/save in the window after it")
     return EvalReport(
         ks=list(ks), window_days=window_days, popularity_days=popularity_days,
-        days=[pf.day_str(d) for d in eval_days], n_user_days=n_pairs,
+        days=[day_str(d) for d in eval_days], n_user_days=n_pairs,
         mean_targets=round(n_targets / n_pairs, 3),
         recall={m: {f"recall@{k}": float(hits[m][i] / n_pairs) for i, k in enumerate(ks)}
                 for m in METHODS},

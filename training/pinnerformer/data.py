@@ -1,4 +1,7 @@
-"""Vectorised access to users' long engagement histories for the PinnerFormer job.
+"""The PinnerFormer stage's data preparation: days, item content and engagement histories.
+
+Days are UTC day starts in epoch ms (:func:`parse_day`, :func:`day_str`, :func:`dataset_days`);
+:func:`item_content` is the frozen content table the towers read.
 
 An :class:`EngagementLog` holds the engagements (click / save / hide) of the users of one events
 part (or of several parts, concatenated), one contiguous segment per user, each segment sorted by
@@ -14,12 +17,15 @@ daily inference pass needs is gathered from it with index arithmetic, never a pe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from transact.data.dataset import DatasetError
-from transact.schema import SEQUENCE_ACTIONS, ActionType
+from transact.data.dataset import DatasetError, DatasetMeta, item_embedding_table, read_items
+from transact.errors import UserError
+from transact.schema import DAY_MS, SEQUENCE_ACTIONS, ActionType
 
 _POSITIVE_CODES = np.array([int(ActionType.CLICK), int(ActionType.SAVE)], dtype=np.int8)
 _SEQUENCE_CODES = np.array([int(a) for a in SEQUENCE_ACTIONS], dtype=np.int8)
@@ -256,3 +262,45 @@ def ranges_to_rows(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarr
     first = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
     index = first + np.arange(int(counts.sum()), dtype=np.int64)
     return owner, index
+
+
+# --------------------------------------------------------------------------------------------
+# days and item content
+
+
+def day_str(day_start_ms: int) -> str:
+    """``'YYYY-MM-DD'`` of the UTC day holding ``day_start_ms``."""
+    return datetime.fromtimestamp(day_start_ms / 1000, tz=UTC).strftime("%Y-%m-%d")
+
+
+def parse_day(day: date | datetime | str | int) -> int:
+    """Start (ms, UTC) of a day given as ``date``, ``'YYYY-MM-DD'`` or a ms timestamp in it."""
+    if isinstance(day, datetime):
+        day = day.astimezone(UTC).date() if day.tzinfo else day.date()
+    if isinstance(day, date):
+        return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+    if isinstance(day, str):
+        try:
+            parsed = datetime.strptime(day.strip(), "%Y-%m-%d").replace(tzinfo=UTC)
+        except ValueError:
+            raise UserError(f"day {day!r} is not a date; write it as YYYY-MM-DD")
+        return int(parsed.timestamp() * 1000)
+    if isinstance(day, int | np.integer) and not isinstance(day, bool):
+        return int(day) // DAY_MS * DAY_MS
+    raise UserError(f"day {day!r} is not a date; write it as YYYY-MM-DD")
+
+
+def dataset_days(meta: DatasetMeta) -> tuple[int, int]:
+    """``(first day start, last day start)`` in ms of the dataset's events."""
+    if meta.n_events <= 0 or meta.max_timestamp_ms <= 0:
+        raise DatasetError("the dataset has no events: nothing to embed")
+    return (meta.min_timestamp_ms // DAY_MS * DAY_MS, meta.max_timestamp_ms // DAY_MS * DAY_MS)
+
+
+def item_content(dataset_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(content table (max_id + 1, 32), known item ids (I,))`` from items.parquet."""
+    items = read_items(dataset_dir)
+    if items.num_rows == 0:
+        raise DatasetError(f"{dataset_dir}/items.parquet holds no items")
+    return item_embedding_table(items), np.sort(items.column("item_id").to_numpy())
+

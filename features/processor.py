@@ -75,6 +75,27 @@ _EVENT_CODES = np.array([int(a) for a in EVENT_ACTIONS], dtype=np.int8)
 
 
 log = logging.getLogger("transact.features.processor")
+
+def event_rejections(event_id: np.ndarray, user_id: np.ndarray, item_id: np.ndarray,
+                     action_type: np.ndarray, timestamp_ms: np.ndarray,
+                     max_future_ms: int | None, now_ms: int | None = None) -> np.ndarray:
+    """Per-event checks of the processor (no state needed): ``(n,)`` int8 index into
+    :data:`REASONS` of the first failed check, -1 for a valid event. Shared with the serving
+    endpoint's ``POST /events`` so that both reject the same events."""
+    reason = np.full(len(event_id), -1, dtype=np.int8)
+
+    def flag(mask: np.ndarray, name: str) -> None:
+        reason[(reason < 0) & mask] = REASONS.index(name)
+
+    flag(~np.isin(action_type, _EVENT_CODES), "invalid action type")
+    flag((event_id <= 0) | (user_id <= 0) | (item_id <= 0), "invalid id")
+    flag((timestamp_ms < MIN_TIMESTAMP_MS) | (timestamp_ms > MAX_TIMESTAMP_MS),
+         "timestamp not in ms")
+    if max_future_ms is not None:
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        flag(timestamp_ms > now + max_future_ms, "from the future")
+    return reason
+
 #: a progress line at INFO at most this often while running (per-batch lines are DEBUG)
 LOG_EVERY_S = 10.0
 
@@ -279,11 +300,7 @@ class StreamProcessor:
         def flag(mask: np.ndarray, name: str) -> None:
             ev_reason[(ev_reason < 0) & mask] = REASONS.index(name)
 
-        flag(~np.isin(actions, _EVENT_CODES), "invalid action type")
-        flag((ids <= 0) | (users <= 0) | (items <= 0), "invalid id")
-        flag((ts < MIN_TIMESTAMP_MS) | (ts > MAX_TIMESTAMP_MS), "timestamp not in ms")
-        if cfg.max_future_ms is not None:
-            flag(ts > int(time.time() * 1000) + cfg.max_future_ms, "from the future")
+        ev_reason[:] = event_rejections(ids, users, items, actions, ts, cfg.max_future_ms)
         valid = ev_reason < 0
 
         # watermark before each event, in stream order (deterministic under any batching)

@@ -7,9 +7,10 @@ order among ties is by descending ``event_id``; actions at exactly ``t`` (the ot
 the same request, for example) are never visible.
 
 The batch user embedding of an example is the one valid at the start of the request's UTC day:
-either read from a daily embedding table (PinnerFormer's output: ``user_id``,
-``event_timestamp`` = the day it is valid for, ``user_emb``), or, by default, the mean content
-embedding of the user's positive items before that day (zeros when there are none).
+either read from a daily embedding table (the output of the PinnerFormer stage,
+``transact train pinnerformer``: ``user_id``, ``event_timestamp`` = the day it is valid for,
+``user_emb``), or, by default, the mean content embedding of the user's positive items before
+that day (zeros when there are none).
 
 Everything is vectorised: per events part the engagements are located with ``searchsorted`` over
 a packed (user rank, time) key and gathered as ``(N, S)`` index matrices; memory is bounded by

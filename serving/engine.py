@@ -206,8 +206,8 @@ class RankingEngine:
         """Indices ``(L,)`` of the sequence slots the encoder sees, newest first (eval mode:
         real actions strictly before the request, the encoder's action filter and length)."""
         enc = self.model.encoder
-        usable = enc.usable(torch.from_numpy(np.asarray(req.seq_action_types, np.int64))[None],
-                            torch.from_numpy(np.asarray(req.seq_timestamps_ms, np.int64))[None],
+        usable = enc.usable(torch.tensor(np.asarray(req.seq_action_types, np.int64))[None],
+                            torch.tensor(np.asarray(req.seq_timestamps_ms, np.int64))[None],
                             torch.tensor([int(req.request_time_ms)]))
         return np.flatnonzero(usable[0].numpy())
 

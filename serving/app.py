@@ -53,6 +53,29 @@ from transact.config import config_from_dict, config_to_dict
 
 log = logging.getLogger("transact.serving")
 
+
+def _loopback_replica_grpc() -> None:
+    """Ray Serve 2.60 binds each replica's inter-deployment gRPC server to ``[::]:0`` (every
+    interface) with no setting to change it; bind it to 127.0.0.1 like every other listener.
+    Runs at import, i.e. in every replica before it starts that server (checked with
+    ``ss -ltnp`` in ``tests/serving/test_app.py``)."""
+    try:
+        from ray.serve._private import replica as replica_module
+    except ImportError:  # a Ray without it: nothing to patch
+        return
+    original = getattr(replica_module, "add_port_to_grpc_server", None)
+    if original is None or getattr(original, "loopback", False):
+        return
+
+    def loopback(server: Any, address: str) -> Any:
+        return original(server, address.replace("[::]", "127.0.0.1", 1))
+
+    loopback.loopback = True  # type: ignore[attr-defined]
+    replica_module.add_port_to_grpc_server = loopback
+
+
+_loopback_replica_grpc()
+
 api = FastAPI(title="TransAct ranking", docs_url=None, redoc_url=None, openapi_url=None)
 
 

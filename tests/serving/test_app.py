@@ -1,0 +1,318 @@
+"""The Ray Serve endpoint on loopback: ranking, events, bad input, hot reload under load, the
+online store going down and coming back. One Serve instance for the module."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+TOKEN = "test-admin-token"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port (stopped and restarted by the test)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+def call(url: str, body: Any = None, raw: bytes | None = None, headers: dict | None = None,
+         method: str | None = None) -> tuple[int, Any]:
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(url, data=data, method=method or ("POST" if data is not None
+                                                                   else "GET"),
+                                 headers={"content-type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            text = resp.read()
+            status = resp.status
+    except urllib.error.HTTPError as err:
+        text, status = err.read(), err.code
+    try:
+        return status, json.loads(text)
+    except json.JSONDecodeError:
+        return status, text.decode()
+
+
+@pytest.fixture(scope="module")
+def server(trained_artifacts: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[dict[str, Any]]:
+    from serving.app import run_server, stop_server
+    from serving.config import ServingConfig
+    from serving.engine import EngineConfig
+
+    root = tmp_path_factory.mktemp("serve")
+    redis = RedisServer(root)
+    redis.start()
+    served = root / "served"  # the path the app serves; tests replace its files
+    shutil.copytree(trained_artifacts[0], served)
+    cfg = ServingConfig(model_uri=str(served), profile="production", redis_port=redis.port,
+                        features_root=str(root / "features"), port=free_port(),
+                        admin_token=TOKEN, store_retry_after_s=0.3, max_body_bytes=200_000,
+                        engine=EngineConfig(chunk_size=64))
+    url = run_server(cfg)
+    try:
+        yield {"url": url, "cfg": cfg, "redis": redis, "served": served,
+               "artifacts": trained_artifacts}
+    finally:
+        stop_server()
+        redis.stop()
+
+
+def test_rank_orders_candidates_by_utility(server: dict[str, Any]) -> None:
+    status, body = call(server["url"] + "/rank", {"user_id": 7, "candidates": [5, 9, 11, 2],
+                                                  "top_k": 3})
+    assert status == 200, body
+    assert body["model_version"].startswith("dir:")
+    assert body["cold_start"] is True and body["degraded"] is False
+    assert len(body["items"]) == 3
+    utilities = [item["utility"] for item in body["items"]]
+    assert utilities == sorted(utilities, reverse=True)
+    weights = server["cfg"].utility
+    for item in body["items"]:
+        assert set(item["scores"]) == {"click", "save", "hide"}
+        expected = sum(weights[h] * p for h, p in item["scores"].items())
+        assert abs(expected - item["utility"]) < 1e-5
+
+
+def bad_requests(cfg: Any) -> list[tuple[str, Any, bytes | None, dict | None]]:
+    """(route, json body, raw body, headers): every one must be answered 4xx."""
+    now = int(time.time() * 1000)
+    ok = {"user_id": 1, "candidates": [1, 2]}
+    cases: list[tuple[str, Any, bytes | None, dict | None]] = [
+        ("/rank", None, b"{not json", None),
+        ("/rank", None, b"", None),
+        ("/rank", None, b"\xff\xfe\x00", None),
+        ("/rank", [1, 2, 3], None, None),
+        ("/rank", "user 1", None, None),
+        ("/rank", None, b"null", None),
+        ("/rank", {"candidates": [1, 2]}, None, None),
+        ("/rank", {"user_id": 1}, None, None),
+        ("/rank", {"user_id": "1", "candidates": [1]}, None, None),
+        ("/rank", {"user_id": 1.5, "candidates": [1]}, None, None),
+        ("/rank", {"user_id": True, "candidates": [1]}, None, None),
+        ("/rank", {"user_id": -3, "candidates": [1]}, None, None),
+        ("/rank", {"user_id": 2**64, "candidates": [1]}, None, None),
+        ("/rank", {"user_id": 1, "candidates": []}, None, None),
+        ("/rank", {"user_id": 1, "candidates": "1,2"}, None, None),
+        ("/rank", {"user_id": 1, "candidates": [1, "2"]}, None, None),
+        ("/rank", {"user_id": 1, "candidates": [1, None]}, None, None),
+        ("/rank", {"user_id": 1, "candidates": [1, 2.5]}, None, None),
+        ("/rank", {"user_id": 1, "candidates": [1, 1]}, None, None),
+        ("/rank", {"user_id": 1, "candidates": [0, 1]}, None, None),
+        ("/rank", {"user_id": 1, "candidates": list(range(1, cfg.max_candidates + 2))},
+         None, None),
+        ("/rank", {"user_id": 1, "candidates": [1, 99_999]}, None, None),  # unknown item
+        ("/rank", {**ok, "request_time_ms": -5}, None, None),
+        ("/rank", {**ok, "request_time_ms": 17}, None, None),
+        ("/rank", {**ok, "request_time_ms": now + 86_400_000}, None, None),
+        ("/rank", {**ok, "request_time_ms": "now"}, None, None),
+        ("/rank", {**ok, "surface": "moon"}, None, None),
+        ("/rank", {**ok, "top_k": 0}, None, None),
+        ("/rank", {**ok, "extra": 1}, None, None),
+        ("/rank", None, json.dumps({**ok, "pad": "x" * 300_000}).encode(), None),
+        ("/events", {"events": []}, None, None),
+        ("/events", {"events": [{"event_id": 1}]}, None, None),
+        ("/events", {"events": [{"event_id": 1, "user_id": 1, "item_id": 1,
+                                 "action_type": "like", "timestamp_ms": now,
+                                 "request_id": 1}]}, None, None),
+        ("/events", {"events": [{"event_id": 1, "user_id": 1, "item_id": 1,
+                                 "action_type": 9, "timestamp_ms": now,
+                                 "request_id": 1}]}, None, None),
+        ("/events", {"events": [{"event_id": 1, "user_id": 0, "item_id": 1,
+                                 "action_type": "save", "timestamp_ms": now,
+                                 "request_id": 1}]}, None, None),
+        ("/events", {"events": [{"event_id": 1, "user_id": 1, "item_id": 1,
+                                 "action_type": "save", "timestamp_ms": now // 1000,
+                                 "request_id": 1}]}, None, None),
+        ("/events", {"events": [{"event_id": 1, "user_id": 1, "item_id": 1,
+                                 "action_type": "save", "timestamp_ms": now + 86_400_000,
+                                 "request_id": 1}]}, None, None),
+        ("/events", None, b"[]", None),
+        ("/admin/reload", None, b"{}", None),
+        ("/admin/reload", None, b"{}", {"authorization": "Bearer wrong"}),
+        ("/admin/model", {"model_uri": 3}, None, {"authorization": f"Bearer {TOKEN}"}),
+        ("/admin/model", {"model_uri": "/no/such/dir"}, None,
+         {"authorization": f"Bearer {TOKEN}"}),
+    ]
+    return cases
+
+
+def test_bad_requests_get_4xx_and_the_server_keeps_serving(server: dict[str, Any]) -> None:
+    cases = bad_requests(server["cfg"])
+    assert len(cases) >= 30
+    for route, body, raw, headers in cases:
+        status, answer = call(server["url"] + route, body, raw, headers)
+        assert 400 <= status < 500, (route, body if raw is None else raw[:60], status, answer)
+        assert isinstance(answer, dict) and answer.get("error"), answer
+    assert call(server["url"] + "/healthz")[0] == 200
+    assert call(server["url"] + "/readyz")[0] == 200
+    status, body = call(server["url"] + "/rank", {"user_id": 1, "candidates": [1, 2]})
+    assert status == 200 and len(body["items"]) == 2
+    _, metrics = call(server["url"] + "/metrics")
+    assert 'transact_requests_total{route="rank",status="422"}' in metrics
+
+
+def test_events_feed_the_users_realtime_sequence(server: dict[str, Any]) -> None:
+    from features.processor import ProcessorConfig, open_processor
+    from features.store import load_profile
+
+    now = int(time.time() * 1000)
+    user = 4242
+    events = [{"event_id": 10_000 + i, "user_id": user, "item_id": 20 + i,
+               "action_type": ["click", "save", "hide", "skip"][i % 4],
+               "timestamp_ms": now - 60_000 + i * 1000, "surface": "homefeed",
+               "request_id": 1} for i in range(6)]
+    status, body = call(server["url"] + "/events", {"events": events})
+    assert status == 202 and body == {"appended": 6}
+    cfg = server["cfg"]
+    profile = load_profile("production", cfg.features_root, redis_port=cfg.redis_port)
+    processor = open_processor(profile, ProcessorConfig(block_ms=0))
+    result = processor.step()
+    assert result is not None and result.accepted == 6
+    status, body = call(server["url"] + "/rank", {"user_id": user, "candidates": [1, 2, 3],
+                                                  "request_time_ms": now + 1000})
+    assert status == 200, body
+    assert body["cold_start"] is False and body["sequence_length"] == 5  # skips are no action
+
+
+def test_concurrent_requests_are_batched(server: dict[str, Any]) -> None:
+    url = server["url"]
+    results: list[int] = []
+
+    def one() -> None:
+        results.append(call(url + "/rank", {"user_id": 3, "candidates": list(range(1, 200))})[0])
+
+    threads = [threading.Thread(target=one) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [200] * 12
+    _, metrics = call(url + "/metrics")
+    sizes = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines()
+             if line.startswith("transact_rank_batch_size_")}
+    assert sizes["transact_rank_batch_size_sum"] > sizes["transact_rank_batch_size_count"]
+
+
+def test_reload_under_load_drops_nothing(server: dict[str, Any]) -> None:
+    url, served = server["url"], server["served"]
+    first, second = server["artifacts"]
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    start_version = call(url + "/readyz")[1]["model_version"]
+    failures: list[Any] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            status, body = call(url + "/rank", {"user_id": 5, "candidates": list(range(1, 150))})
+            if status != 200:
+                failures.append((status, body))
+            else:
+                versions.add(body["model_version"])
+
+    clients = [threading.Thread(target=load) for _ in range(3)]
+    for client in clients:
+        client.start()
+    try:
+        time.sleep(0.5)
+        # 1. the same path gets new weights (a retrained model written in place)
+        for name in ("model.json", "weights.safetensors"):
+            shutil.copy(second / name, served / name)
+        status, body = call(url + "/admin/reload", raw=b"", headers=auth)
+        assert status == 200 and body["changed"] is True, body
+        time.sleep(0.5)
+        # 2. switch the URI (what moving an alias does), then back
+        status, body = call(url + "/admin/model", {"model_uri": str(first)}, headers=auth)
+        assert status == 200 and body["changed"] is True, body
+        time.sleep(0.5)
+        status, body = call(url + "/admin/model", {"model_uri": str(served)}, headers=auth)
+        assert status == 200, body
+        time.sleep(0.5)
+        # 3. nothing changed: no reload
+        status, body = call(url + "/admin/reload", raw=b"", headers=auth)
+        assert status == 200 and body["changed"] is False
+    finally:
+        stop.set()
+        for client in clients:
+            client.join()
+    assert failures == []
+    assert start_version in versions and len(versions) >= 2
+    _, metrics = call(url + "/metrics")
+    assert "transact_model_reloads_total 3.0" in metrics
+
+
+def test_online_store_down_degrades_and_recovers(server: dict[str, Any]) -> None:
+    url, redis = server["url"], server["redis"]
+    body_in = {"user_id": 4242, "candidates": [1, 2, 3]}
+    assert call(url + "/rank", body_in)[1]["degraded"] is False
+    redis.stop()
+    try:
+        answers = [call(url + "/rank", body_in) for _ in range(10)]
+        assert all(status == 200 for status, _ in answers), answers
+        assert all(body["degraded"] and body["cold_start"] for _, body in answers)
+        assert call(url + "/events", {"events": [{
+            "event_id": 1, "user_id": 1, "item_id": 1, "action_type": "save",
+            "timestamp_ms": int(time.time() * 1000), "request_id": 1}]})[0] == 503
+        assert call(url + "/healthz")[0] == 200
+    finally:
+        redis.start()
+    deadline = time.time() + 10
+    body: dict[str, Any] = {}
+    while time.time() < deadline:
+        status, body = call(url + "/rank", body_in)
+        if status == 200 and not body["degraded"]:
+            break
+        time.sleep(0.2)
+    assert body.get("degraded") is False
+    _, metrics = call(url + "/metrics")
+    assert "transact_rank_degraded_total 1" in metrics
+
+
+def test_every_ray_listener_is_on_loopback(server: dict[str, Any]) -> None:
+    out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True, check=True).stdout
+    exposed = [line for line in out.splitlines() if ("ray::" in line or "raylet" in line
+                                                     or "gcs_server" in line)
+               and "127.0.0.1" not in line]
+    assert exposed == []

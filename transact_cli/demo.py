@@ -117,7 +117,14 @@ def demo(
     from training.demo import run_training_demo
 
     t = _step("7. train TransAct and the no-sequence baseline")
-    run_training_demo(examples, workdir / "models", seed=seed, epochs=epochs,
-                      max_train_examples=max_train_examples)
+    trained = run_training_demo(examples, workdir / "models", seed=seed, epochs=epochs,
+                                max_train_examples=max_train_examples)
+    _done(t)
+
+    from serving.demo import run_serving_demo
+
+    t = _step("7. serve: Ray Serve endpoint on 127.0.0.1, rank candidates, stop")
+    run_serving_demo(trained["artifact"], feature_summary["root"], dataset,
+                     n_candidates=min(500, meta.n_items), seed=seed)
     _done(t)
     console.print(Rule(f"[bold green]demo finished in {time.perf_counter() - total:.0f} s"))

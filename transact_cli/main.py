@@ -35,6 +35,9 @@ def _register() -> None:
     from training.cli import app as training_app
 
     app.add_typer(training_app, name="train")
+    from serving.cli import serve
+
+    app.command("serve")(serve)
     from transact_cli import demo
 
     app.command("demo")(demo.demo)

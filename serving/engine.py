@@ -192,8 +192,11 @@ class RankingEngine:
             param.requires_grad_(False)
         self.item_table = np.ascontiguousarray(item_table, dtype=np.float32)
         enc = model.cfg.encoder
+        # token features the rewrite does not rebuild (learned positions, the similarity
+        # channel, an action-age embedding) take the model's own exact path
         self.rewrite = (enc.kind == "transformer" and enc.fusion == "concat"
-                        and enc.positional == "none" and not enc.candidate_similarity)
+                        and enc.positional == "none" and not enc.candidate_similarity
+                        and not getattr(enc, "action_age", False))
         self.split = enc.action_emb_dim + enc.item_emb_dim
         self.pin = self.device.type == "cuda"
         self.graphs: CudaGraphRunner | None = None

@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     model.add_argument("--candidates", default="100,500,2000")
     model.add_argument("--threads", type=int, default=2)
     model.add_argument("--repeats", type=int, default=7)
-    model.add_argument("--chunk-size", type=int, default=128)
+    model.add_argument("--chunk-size", type=int, default=EngineConfig().chunk_size)
     add_json_out(model, "serving_model")
     http = sub.add_parser("http")
     http.add_argument("--candidates", type=int, default=500)

@@ -94,7 +94,7 @@ class EngineConfig:
     """
 
     device: str = "cpu"
-    chunk_size: int = 128
+    chunk_size: int = 32
     threads: int = 0
     bucketed: bool = False
     cuda_graphs: bool = True

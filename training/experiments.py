@@ -95,6 +95,12 @@ VARIANTS: tuple[Variant, ...] = (
             encoder={"time_window_mask": False}),
     Variant("candidate_similarity", "tokens", "TransAct whose tokens also carry "
             "cos(item, candidate)", encoder={"candidate_similarity": True}),
+    Variant("action_age", "tokens", "TransAct whose tokens also carry a learned embedding of "
+            "the action's age (bucketed request time - action time)",
+            encoder={"action_age": True}),
+    Variant("age_and_similarity", "tokens", "TransAct with both the action-age embedding and "
+            "the cos(item, candidate) channel",
+            encoder={"action_age": True, "candidate_similarity": True}),
     Variant("items_content", "items", "TransAct on the items' content vectors (not the batch "
             "job's item vectors)", ranker={"item_representation": "content"}),
     Variant("items_graph", "items", "TransAct on the PinSage-style co-engagement item vectors "

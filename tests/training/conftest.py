@@ -106,11 +106,12 @@ def controlled_table(n_requests: int, seed: int, first_request: int = 1,
     }).cast(example_schema())
 
 
-def write_controlled_examples(out_dir: Path, n_train: int = 1200, n_eval: int = 250) -> Path:
+def write_controlled_examples(out_dir: Path, n_train: int = 1200, n_eval: int = 250,
+                              candidates: int = 4) -> Path:
     splits = {"train": (n_train, 1, 1), "val": (n_eval, 2, 100_000), "test": (n_eval, 3, 200_000)}
     for split, (n_requests, seed, first) in splits.items():
         (out_dir / split).mkdir(parents=True, exist_ok=True)
-        pq.write_table(controlled_table(n_requests, seed, first),
+        pq.write_table(controlled_table(n_requests, seed, first, candidates),
                        out_dir / split / "part-00000.parquet")
     emb = item_embeddings()
     ids = np.arange(1, N_ITEMS + 1)
@@ -127,3 +128,10 @@ def write_controlled_examples(out_dir: Path, n_train: int = 1200, n_eval: int = 
 @pytest.fixture(scope="session")
 def controlled_examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_controlled_examples(tmp_path_factory.mktemp("controlled") / "examples")
+
+
+@pytest.fixture(scope="session")
+def gate_examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Controlled examples with 10 candidates per request (HIT@3 is informative there)."""
+    return write_controlled_examples(tmp_path_factory.mktemp("gate") / "examples", 1000, 400,
+                                     candidates=10)

@@ -35,6 +35,9 @@ ITEM_REPRESENTATIONS: tuple[str, ...] = get_args(ItemRepresentation)
 
 #: Default time window of the random mask: 24 hours, as in the paper.
 DEFAULT_WINDOW_MS = 24 * HOUR_MS
+#: upper edges (minutes) of the action-age buckets of ``EncoderConfig.action_age``; ages at
+#: or above the last edge share the last bucket
+ACTION_AGE_EDGES_MIN: tuple[float, ...] = (1, 3, 10, 30, 60, 180, 720, 1440, 4320, 10080)
 
 
 class ConfigError(UserError):
@@ -90,6 +93,12 @@ class EncoderConfig:
     candidate_similarity: bool = False
     #: std of the action-type embedding's N(0, std) init (1.0 = PyTorch's default)
     action_emb_std: float = 1.0
+    #: each token's action channels also carry a learned embedding of the action's age
+    #: (``request_time - action_time``, bucketed at :data:`ACTION_AGE_EDGES_MIN` minutes),
+    #: added to the action-type embedding (width unchanged; not in the paper, which has no
+    #: time in its tokens: without it a same-topic action of a minute ago and one of last week
+    #: look alike)
+    action_age: bool = False
     cnn_kernel: int = 3
 
     @property

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transact.model.config import EncoderConfig
+from transact.model.config import ACTION_AGE_EDGES_MIN, EncoderConfig
 from transact.schema import N_ACTION_CODES, ActionType
 
 
@@ -109,6 +109,13 @@ class SequenceEncoder(nn.Module):
             self.action_emb.weight[0] = 0.0
         self.pos_emb = (nn.Embedding(cfg.max_positions, d) if cfg.positional == "learned"
                         else None)
+        self.age_emb: nn.Embedding | None = None
+        if cfg.action_age:
+            self.age_emb = nn.Embedding(len(ACTION_AGE_EDGES_MIN) + 1, cfg.action_emb_dim)
+            nn.init.normal_(self.age_emb.weight, 0.0, cfg.action_emb_std)
+            self.register_buffer("age_edges_ms", torch.tensor(
+                [edge * 60_000.0 for edge in ACTION_AGE_EDGES_MIN], dtype=torch.float64),
+                persistent=False)
         if cfg.kind == "transformer":
             self.layers = nn.ModuleList(
                 TransformerLayer(d, cfg.num_heads, cfg.ffn_dim, cfg.dropout)
@@ -215,7 +222,8 @@ class SequenceEncoder(nn.Module):
         if self.cfg.kind == "none":
             return cand_item_emb.new_zeros((batch, 0))
         visible = self.visibility(seq_action_types, seq_timestamps_ms, request_time_ms)
-        tokens, attend = self.tokens(seq_action_types, seq_item_emb, cand_item_emb, visible)
+        tokens, attend = self.tokens(seq_action_types, seq_item_emb, cand_item_emb, visible,
+                                     seq_timestamps_ms, request_time_ms)
         keys = self.window_keys(seq_timestamps_ms, request_time_ms, visible, attend)
         return self.encode_tokens(tokens, attend, keys)
 
@@ -253,7 +261,8 @@ class SequenceEncoder(nn.Module):
                                   request_time_ms.reshape(1))
         seq_tokens, attend = self.tokens(seq_action_types[None], seq_item_emb[None],
                                          cand_item_emb.new_zeros((1, cand_item_emb.shape[1])),
-                                         visible)
+                                         visible, seq_timestamps_ms[None],
+                                         request_time_ms.reshape(1))
         first, rest = self.layers[0], self.layers[1:]
         qkv_seq = first.in_proj(seq_tokens)  # (1, L, 3d): shared by every candidate
         w_cand = first.in_proj.weight[:, split:split + cfg.item_emb_dim]  # (3d, E)
@@ -287,10 +296,14 @@ class SequenceEncoder(nn.Module):
         seq_item_emb: torch.Tensor,
         cand_item_emb: torch.Tensor,
         visible: torch.Tensor,
+        seq_timestamps_ms: torch.Tensor | None = None,
+        request_time_ms: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Compact visible actions to the front and build tokens.
 
-        Returns ``tokens (B, L, d)`` (invisible slots zeroed) and ``attend (B, L)`` bool, where
+        ``seq_timestamps_ms (B, S)`` and ``request_time_ms (B,)`` are needed with
+        ``action_age`` (the age embedding is added to the action channels). Returns
+        ``tokens (B, L, d)`` (invisible slots zeroed) and ``attend (B, L)`` bool, where
         ``L = max(#visible in the batch, 1)`` (+1 for the appended candidate token).
         """
         cfg = self.cfg
@@ -302,7 +315,15 @@ class SequenceEncoder(nn.Module):
             seq_item_emb, 1, order[:, :, None].expand(-1, -1, seq_item_emb.shape[2]))
         attend = torch.arange(length, device=visible.device)[None, :] < n_visible[:, None]
         actions = actions * attend
-        seq_tokens = [self.action_emb(actions), items * attend[:, :, None]]
+        action_part = self.action_emb(actions)
+        if self.age_emb is not None:
+            if seq_timestamps_ms is None or request_time_ms is None:
+                raise ValueError("action_age needs seq_timestamps_ms and request_time_ms")
+            age_ms = (request_time_ms[:, None] - torch.gather(seq_timestamps_ms, 1, order)
+                      ).to(torch.float64)
+            bucket = torch.bucketize(age_ms, self.age_edges_ms, right=True)
+            action_part = action_part + self.age_emb(bucket) * attend[:, :, None]
+        seq_tokens = [action_part, items * attend[:, :, None]]
         if cfg.fusion == "concat":
             seq_tokens.append(cand_item_emb[:, None, :].expand(-1, length, -1))
             if cfg.candidate_similarity:  # cos(e_i, e_cand): one more channel per token

@@ -138,20 +138,22 @@ def train_candidate(cfg: RetrainConfig, data: TrainData | None = None,
     cfg.validate()
     examples_dir = Path(cfg.examples_dir)
     if data is None:
-        data = load_training_data(examples_dir, cfg.train.model.ranker.item_representation)
+        data = load_training_data(examples_dir, cfg.train.model.ranker.item_representation,
+                                  with_train=cfg.backend == "plain")
     held_out = _held_out(data)
     train_data = data
-    if cfg.shuffle_labels:
+    if cfg.shuffle_labels and cfg.backend == "plain":  # (Ray workers shuffle per chunk)
         perm = np.random.default_rng(cfg.train.seed).permutation(len(data.train))
         train_data = dataclasses.replace(data, train=dataclasses.replace(
             data.train, labels=data.train.labels[perm]))
     run_dir = Path(cfg.work_dir) / "runs" / time.strftime("%Y%m%dT%H%M%S")
     run_dir = run_dir.with_name(f"{run_dir.name}-{time.time_ns() % 1_000_000:06d}")
-    log(f"training a candidate ({cfg.backend}) on {len(data.train):,} rows")
+    log(f"training a candidate on {examples_dir} ({cfg.backend}"
+        f"{f', {cfg.ray.num_workers} Ray workers' if cfg.backend == 'ray' else ''})")
     if cfg.backend == "ray":
         from training.ray_train import fit_on_ray
 
-        result = fit_on_ray(cfg, train_data, run_dir / "ray")
+        result = fit_on_ray(cfg, train_data, Path(cfg.work_dir) / "ray")
     else:
         from training.train import train_model
 
@@ -253,7 +255,8 @@ def apply_decision(cfg: RetrainConfig, outcome: GateOutcome, log: Any = print) -
 def run_retraining(cfg: RetrainConfig, log: Any = print) -> GateOutcome:
     """Train -> register -> gate -> promote (or not), on one loaded copy of the data."""
     cfg.validate()
-    data = load_training_data(cfg.examples_dir, cfg.train.model.ranker.item_representation)
+    data = load_training_data(cfg.examples_dir, cfg.train.model.ranker.item_representation,
+                              with_train=cfg.backend == "plain")
     candidate = train_candidate(cfg, data, log)
     outcome = gate_candidate(cfg, candidate.version, data, log)
     return apply_decision(cfg, outcome, log)

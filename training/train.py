@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from transact.data.examples import PINNERFORMER_ITEMS
 from transact.errors import UserError
 from transact.metrics import DEFAULT_UTILITY, HitAtK, ranking_metrics_detail
 from transact.model.config import ITEM_REPRESENTATIONS, ConfigError, ModelConfig
-from transact.model.features import ExampleArrays, collate, read_examples
+from transact.model.features import ExampleArrays, RankingBatch, collate, read_examples
 from transact.model.loss import multitask_loss, user_weights
 from transact.model.ranker import Pinnability
 from transact.schema import HEADS
@@ -175,12 +176,13 @@ def oracle_metrics(examples: ExampleArrays, utility: tuple[float, ...] = DEFAULT
                                   utility)
 
 
-def load_training_data(examples_dir: Path | str, item_representation: str = "content"
-                       ) -> TrainData:
+def load_training_data(examples_dir: Path | str, item_representation: str = "content",
+                       with_train: bool = True, with_test: bool = True) -> TrainData:
     """Read ``examples_dir/{train,val,test}`` and ``examples_dir/items.parquet``; where the
     examples carry the synthetic world's ``truth/``, val and test get the oracle's
     probabilities (``ExampleArrays.oracle_probs``). ``item_representation``: ``content``
-    (``items.parquet``) or ``graph`` (the item-embedding job's ``item_graph.parquet``)."""
+    (``items.parquet``) or ``graph`` (the item-embedding job's ``item_graph.parquet``).
+    ``with_train`` / ``with_test`` False leave those splits out (empty / None)."""
     examples_dir = Path(examples_dir)
     if not (examples_dir / "train").is_dir():
         raise UserError(f"{examples_dir} holds no train/ split; build examples first with "
@@ -193,9 +195,12 @@ def load_training_data(examples_dir: Path | str, item_representation: str = "con
     has_test = test_dir.is_dir() and any(test_dir.glob("part-*.parquet"))
     truth_dir = examples_dir / "truth"
     val = attach_oracle(read_examples(examples_dir / "val"), truth_dir)
-    test = attach_oracle(read_examples(test_dir), truth_dir) if has_test else None
+    test = (attach_oracle(read_examples(test_dir), truth_dir)
+            if has_test and with_test else None)
     return TrainData(
-        train=read_examples(examples_dir / "train"),
+        # without the train split (a streamed trainer reads it shard by shard): empty rows
+        train=read_examples(examples_dir / "train") if with_train else val.take(
+            np.zeros(0, np.int64)),
         val=val,
         test=test,
         item_table=_item_table(examples_dir, item_representation),
@@ -294,9 +299,71 @@ def evaluate(model: Pinnability, examples: ExampleArrays, item_table: np.ndarray
     return {"loss": loss, **metrics}, hits
 
 
-def train_model(cfg: TrainConfig, data: TrainData) -> TrainResult:
+@dataclass
+class LoopState:
+    """Everything needed to continue a run exactly where it stopped (a checkpoint)."""
+
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    step: int
+    epoch: int
+    batch_in_epoch: int
+    best_score: float
+    best_step: int
+    best_state: dict[str, torch.Tensor] | None
+    bad_evals: int
+    history: list[dict[str, float]]
+    seen: int
+    train_seconds: float
+    torch_rng: torch.Tensor
+    mask_rng: torch.Tensor | None
+    #: numpy bit-generator state at the start of ``epoch`` (in-memory batch order)
+    epoch_rng: dict[str, Any] | None
+    stopped: bool = False
+
+
+@dataclass
+class TrainHooks:
+    """How a distributed runner (:mod:`training.ray_train`) plugs into :func:`train_model`;
+    every field is optional and the defaults are the plain single-process loop.
+
+    * ``epoch_batches(epoch)``: the training batches of one epoch (a streamed source); the
+      loop then ignores ``data.train``.
+    * ``steps_per_epoch``: steps of one epoch (every DDP worker must take the same number).
+    * ``wrap_model(model)``: e.g. DistributedDataParallel; evaluation uses the bare model.
+    * ``on_eval(state, metrics)``: after every validation (report / checkpoint).
+    * ``restore``: a :class:`LoopState` to continue from.
+    * ``before_step(step)``: called before each optimizer step (failure injection in tests).
+    """
+
+    epoch_batches: Callable[[int], Iterable[RankingBatch]] | None = None
+    steps_per_epoch: int | None = None
+    wrap_model: Callable[[Pinnability], torch.nn.Module] | None = None
+    on_eval: Callable[[LoopState, dict[str, float]], None] | None = None
+    restore: LoopState | None = None
+    before_step: Callable[[int], None] | None = None
+
+
+def prepare_train_rows(cfg: TrainConfig, train: ExampleArrays, rng: np.random.Generator
+                       ) -> ExampleArrays:
+    """Negative down-sampling, the ``max_train_examples`` cap and the per-user loss weights
+    (consumes ``rng`` in a fixed order)."""
+    if cfg.negative_keep_rate < 1.0:
+        negative = train.labels.max(axis=1) == 0
+        keep = ~negative | (rng.random(len(train)) < cfg.negative_keep_rate)
+        train = train.take(np.flatnonzero(keep))
+    if cfg.max_train_examples is not None and len(train) > cfg.max_train_examples:
+        train = train.take(np.sort(rng.choice(len(train), cfg.max_train_examples,
+                                              replace=False)))
+    return dataclasses.replace(
+        train, user_weight=user_weights(train.user_id, cfg.model.loss.user_weighting))
+
+
+def train_model(cfg: TrainConfig, data: TrainData, hooks: TrainHooks | None = None
+                ) -> TrainResult:
     """Train a :class:`Pinnability` with Adam; returns validation and test metrics."""
     cfg.validate()
+    hooks = hooks or TrainHooks()
     if cfg.model.ranker.item_representation != data.item_representation:
         raise ConfigError(
             f"the model expects {cfg.model.ranker.item_representation!r} item vectors but the "
@@ -307,7 +374,8 @@ def train_model(cfg: TrainConfig, data: TrainData) -> TrainResult:
         raise ConfigError(f"the {data.item_representation!r} item vectors are "
                           f"{data.item_table.shape[1]}-d but the model's item_emb_dim is "
                           f"{cfg.model.ranker.item_emb_dim}")
-    if len(data.train) == 0 or len(data.val) == 0:
+    streamed = hooks.epoch_batches is not None
+    if (not streamed and len(data.train) == 0) or len(data.val) == 0:
         raise UserError("training needs non-empty train and val splits (got "
                         f"{len(data.train)} / {len(data.val)} rows); use more days of data")
     torch.set_num_threads(cfg.num_threads)
@@ -316,42 +384,70 @@ def train_model(cfg: TrainConfig, data: TrainData) -> TrainResult:
     model = Pinnability(cfg.model.ranker)
     model.encoder.set_mask_seed(cfg.seed + 1)
     label_weights = torch.tensor(cfg.model.loss.matrix(), dtype=torch.float32)
+    buckets = cfg.model.ranker.item_id_buckets
 
-    train = data.train
-    if cfg.negative_keep_rate < 1.0:
-        negative = train.labels.max(axis=1) == 0
-        keep = ~negative | (rng.random(len(train)) < cfg.negative_keep_rate)
-        train = train.take(np.flatnonzero(keep))
-    if cfg.max_train_examples is not None and len(train) > cfg.max_train_examples:
-        train = train.take(np.sort(rng.choice(len(train), cfg.max_train_examples,
-                                              replace=False)))
-    train = dataclasses.replace(
-        train, user_weight=user_weights(train.user_id, cfg.model.loss.user_weighting))
+    if streamed:
+        train = data.train
+        if hooks.steps_per_epoch is None:
+            raise ConfigError("a streamed training set needs TrainHooks.steps_per_epoch")
+        steps_per_epoch = hooks.steps_per_epoch
+    else:
+        train = prepare_train_rows(cfg, data.train, rng)
+        steps_per_epoch = -(-len(train) // cfg.batch_size)
+        if hooks.steps_per_epoch is not None:
+            steps_per_epoch = min(steps_per_epoch, hooks.steps_per_epoch)
     val = subsample_requests(data.val, cfg.max_eval_requests, cfg.seed)
     test = None if data.test is None else subsample_requests(data.test, cfg.max_eval_requests,
                                                              cfg.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = -(-len(train) // cfg.batch_size)
+    trained = hooks.wrap_model(model) if hooks.wrap_model is not None else model
+    optimizer = torch.optim.Adam(trained.parameters(), lr=cfg.lr,
+                                 weight_decay=cfg.weight_decay)
     total_steps = steps_per_epoch * cfg.max_epochs
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
     eval_every = cfg.eval_every_steps or steps_per_epoch
-    buckets = cfg.model.ranker.item_id_buckets
 
     history: list[dict[str, float]] = []
     best_score, best_step, best_state, bad_evals = float("inf"), 0, None, 0
-    step, seen, train_seconds = 0, 0, 0.0
-    progress = _progress(cfg.progress, total_steps)
-    model.train()
+    step, seen, train_seconds, epoch, skip = 0, 0, 0.0, 0, 0
     stop = False
-    lengths = sequence_lengths(train)
+    epoch_rng: dict[str, Any] | None = None
+    if hooks.restore is not None:
+        state = hooks.restore
+        model.load_state_dict(state.model)
+        optimizer.load_state_dict(state.optimizer)
+        step, epoch, skip = state.step, state.epoch, state.batch_in_epoch
+        best_score, best_step, bad_evals = state.best_score, state.best_step, state.bad_evals
+        best_state, history = state.best_state, list(state.history)
+        seen, train_seconds, stop = state.seen, state.train_seconds, state.stopped
+        torch.set_rng_state(state.torch_rng)
+        if state.mask_rng is not None and model.encoder.mask_generator is not None:
+            model.encoder.mask_generator.set_state(state.mask_rng)
+        if state.epoch_rng is not None:
+            rng.bit_generator.state = state.epoch_rng
+    progress = _progress(cfg.progress, total_steps)
+    trained.train()
+    lengths = None if streamed else sequence_lengths(train)
+
+    def batches_of(epoch_index: int) -> Iterable[RankingBatch]:
+        if hooks.epoch_batches is not None:
+            return hooks.epoch_batches(epoch_index)
+        assert lengths is not None
+        order = epoch_batches(lengths, cfg.batch_size, rng, cfg.bucket_by_length)
+        return (collate(train, rows, data.item_table, buckets) for rows in order)
+
     while step < total_steps and not stop:
-        for rows in epoch_batches(lengths, cfg.batch_size, rng, cfg.bucket_by_length):
-            if step >= total_steps:
+        epoch_rng = None if streamed else copy.deepcopy(rng.bit_generator.state)
+        for index, batch in enumerate(batches_of(epoch)):
+            if index < skip:
+                continue
+            if step >= total_steps or index >= steps_per_epoch:
                 break
+            if hooks.before_step is not None:
+                hooks.before_step(step)
             tick = time.perf_counter()
-            batch = collate(train, rows, data.item_table, buckets)
-            loss = multitask_loss(model(batch), batch.labels, label_weights, batch.user_weight)
+            loss = multitask_loss(trained(batch), batch.labels, label_weights,
+                                  batch.user_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -363,7 +459,7 @@ def train_model(cfg: TrainConfig, data: TrainData) -> TrainResult:
             if step % eval_every == 0 or step == total_steps:
                 val_metrics, _ = evaluate(model, val, data.item_table, label_weights,
                                           cfg.eval_batch_size, cfg.utility)
-                model.train()
+                trained.train()
                 history.append({"step": step, "train_loss": loss.item(),
                                 **{f"val_{k}": v for k, v in val_metrics.items()}})
                 score = _stopping_score(val_metrics, cfg.early_stopping)
@@ -374,7 +470,19 @@ def train_model(cfg: TrainConfig, data: TrainData) -> TrainResult:
                     bad_evals += 1
                     if bad_evals >= cfg.patience:
                         stop = True
-                        break
+                if hooks.on_eval is not None:
+                    hooks.on_eval(LoopState(
+                        model=model.state_dict(), optimizer=optimizer.state_dict(),
+                        step=step, epoch=epoch, batch_in_epoch=index + 1,
+                        best_score=best_score, best_step=best_step, best_state=best_state,
+                        bad_evals=bad_evals, history=history, seen=seen,
+                        train_seconds=train_seconds, torch_rng=torch.get_rng_state(),
+                        mask_rng=(None if model.encoder.mask_generator is None
+                                  else model.encoder.mask_generator.get_state()),
+                        epoch_rng=epoch_rng, stopped=stop), val_metrics)
+                if stop:
+                    break
+        epoch, skip = epoch + 1, 0
     if progress is not None:
         progress.close()
     if best_state is not None:

@@ -25,3 +25,20 @@ def quiet_telemetry() -> None:
     """Turn off every library's telemetry and hub access (there is no network for them)."""
     for key, value in _TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
+
+
+def start_local_ray(num_cpus: int | None = None, address: str | None = None) -> None:
+    """Join ``address`` or start a local Ray whose every listener is on 127.0.0.1, with no
+    dashboard and no usage stats. A no-op when Ray is already initialised."""
+    import logging
+
+    quiet_telemetry()
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+        return
+    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+             logging_level=logging.WARNING, log_to_driver=False)

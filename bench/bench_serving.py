@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_results import add_json_out, write_results  # noqa: E402
 
+from serving.config import ServingConfig  # noqa: E402
 from serving.engine import (  # noqa: E402
     EngineConfig,
     RankingEngine,
@@ -108,7 +109,18 @@ def timed(fn: Any, repeats: int) -> tuple[float, float]:
 
 
 def bench_model(args: argparse.Namespace) -> dict[str, Any]:
-    torch.set_num_threads(args.threads)
+    by_threads = {}
+    for threads in [int(t) for t in str(args.threads).split(",")]:
+        torch.set_num_threads(threads)
+        by_threads[threads] = bench_model_threads(args)
+    first = next(iter(by_threads.values()))
+    return {"threads": args.threads, "matmul_ceiling_gflops": first["matmul_ceiling_gflops"],
+            "load_average_1m_at_end": os.getloadavg()[0],
+            "parity_ok": all(r["parity_ok"] for r in by_threads.values()),
+            "by_threads": by_threads}
+
+
+def bench_model_threads(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
     cfg = RankerConfig()
     model = Pinnability(cfg).eval()
@@ -140,9 +152,10 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
             "engine_gflops_at_min": round(flops["engine"] * n_cand / engine_s / 1e9, 1),
             "engine_floor_ms_at_ceiling": round(flops["engine"] * n_cand / ceiling * 1000, 1),
         }
-        print(f"{n_cand:5d} candidates: {json.dumps(rows[n_cand])}", flush=True)
-    return {"threads": args.threads, "matmul_ceiling_gflops": round(ceiling / 1e9, 1),
-            "load_average_1m_at_end": os.getloadavg()[0],
+        print(f"threads {torch.get_num_threads()}, {n_cand:5d} candidates: "
+              f"{json.dumps(rows[n_cand])}", flush=True)
+    return {"matmul_ceiling_gflops": round(ceiling / 1e9, 1),
+            "load_average_1m": os.getloadavg()[0],
             "parity_ok": all(r["max_abs_diff"]["engine"] <= 1e-5 for r in rows.values()),
             "by_candidates": rows}
 
@@ -251,7 +264,6 @@ def bench_http(args: argparse.Namespace) -> dict[str, Any]:
 
     from features.store import load_profile
     from serving.app import build_app, run_server, stop_server
-    from serving.config import ServingConfig
 
     def free_port() -> int:
         with socket.socket() as sock:
@@ -295,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="mode", required=True)
     model = sub.add_parser("model")
     model.add_argument("--candidates", default="100,500,2000")
-    model.add_argument("--threads", type=int, default=2)
+    model.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     model.add_argument("--repeats", type=int, default=7)
     model.add_argument("--chunk-size", type=int, default=EngineConfig().chunk_size)
     add_json_out(model, "serving_model")
@@ -304,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     http.add_argument("--clients", type=int, default=4)
     http.add_argument("--seconds", type=float, default=20.0)
     http.add_argument("--users", type=int, default=50)
-    http.add_argument("--threads", type=int, default=2)
+    http.add_argument("--threads", type=int, default=ServingConfig().replica_threads)
     add_json_out(http, "serving_http")
     args = parser.parse_args(argv)
     if args.mode == "model":

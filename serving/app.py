@@ -89,6 +89,10 @@ class Metrics:
         self.latency = Histogram(
             "transact_rank_latency_seconds", "POST /rank latency", registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0))
+        self.model_latency = Histogram(
+            "transact_model_latency_seconds", "engine time of one scoring batch",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0))
         self.batch_size = Histogram("transact_rank_batch_size", "requests per scoring batch",
                                     registry=self.registry, buckets=(1, 2, 3, 4, 6, 8, 12, 16))
         self.candidates = Histogram("transact_rank_candidates", "candidates per request",
@@ -206,6 +210,7 @@ class RankingDeployment:
         good: list[int] = []
         users: list[UserFeatures] = []
         reasons: list[list[str]] = []
+        started = time.perf_counter()
         for i, req in enumerate(reqs):
             try:
                 check_known(model, req)
@@ -218,9 +223,16 @@ class RankingDeployment:
             reasons.append([reason] if reason else [])
         if good:
             weights = utility_weights(model.heads, self.cfg.utility)
+            read_s = time.perf_counter() - started
+            started = time.perf_counter()
             scores = score_requests(model, [reqs[i] for i in good], users)
+            timing = {"features_ms": round(read_s * 1000, 2),
+                      "model_ms": round((time.perf_counter() - started) * 1000, 2),
+                      "batch_size": len(good)}
+            self.metrics.model_latency.observe(timing["model_ms"] / 1000)
             for k, i in enumerate(good):
                 out[i] = rank_response(model, reqs[i], users[k], scores[k], weights, reasons[k])
+                out[i]["timing"] = timing  # type: ignore[index]
         return out
 
     # ------------------------------------------------------------------------------ routes
@@ -330,12 +342,14 @@ class RankingDeployment:
             return _error(409, f"switch failed, still serving the previous model: {err}")
 
 
-def build_app(cfg: ServingConfig) -> Any:
-    """The Serve application for ``cfg`` (``serve.run(build_app(cfg))``)."""
+def build_app(cfg: ServingConfig, model_uri: str | None = None) -> Any:
+    """The Serve application for ``cfg`` (``serve.run(build_app(cfg))``); ``model_uri``
+    overrides only the ``user_config``, so redeploying with another one reconfigures the
+    running replicas in place (:func:`switch_model`)."""
     cfg.validate()
     return RankingDeployment.options(
         num_replicas=cfg.num_replicas,
-        user_config={"model_uri": cfg.model_uri},
+        user_config={"model_uri": model_uri or cfg.model_uri},
         max_ongoing_requests=max(16, 4 * cfg.batch_max_size),
     ).bind(config_to_dict(cfg))
 
@@ -363,6 +377,12 @@ def run_server(cfg: ServingConfig, blocking: bool = False) -> str:
               blocking=blocking)
     prefix = cfg.route_prefix.rstrip("/")
     return f"http://{cfg.host}:{cfg.port}{prefix}"
+
+
+def switch_model(cfg: ServingConfig, model_uri: str) -> None:
+    """Serve ``model_uri`` on every replica of the running app (Ray Serve ``user_config``:
+    each replica's ``reconfigure`` loads it beside the old model, then swaps)."""
+    serve.run(build_app(cfg, model_uri), name=cfg.app_name, route_prefix=cfg.route_prefix)
 
 
 def stop_server() -> None:

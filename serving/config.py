@@ -39,7 +39,11 @@ class ServingConfig:
     route_prefix: str = "/"
     app_name: str = "transact"
     num_replicas: int = 1
-    replica_threads: int = 2
+    #: intra-op threads of a replica's engine. 1 by default: on a shared 2-core machine two
+    #: OpenMP threads collapse when another process takes a core (300-4,000 ms instead of
+    #: 150 ms for 500 candidates, docs/serving.md); with OMP_WAIT_POLICY=PASSIVE exported
+    #: before ``transact serve`` they do not, and 2 pays off on a quiet machine
+    replica_threads: int = 1
     max_candidates: int = MAX_CANDIDATES
     max_body_bytes: int = 1_000_000
     max_events: int = 1_000

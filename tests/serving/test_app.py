@@ -316,3 +316,60 @@ def test_every_ray_listener_is_on_loopback(server: dict[str, Any]) -> None:
                                                      or "gcs_server" in line)
                and "127.0.0.1" not in line]
     assert exposed == []
+
+
+def test_polled_uri_and_user_config_switch_every_replica(server: dict[str, Any],
+                                                        tmp_path: Path) -> None:
+    """A second app (2 replicas) re-resolving its URI every 0.3 s picks up new weights at the
+    same path; a user_config redeploy switches both replicas; no request fails meanwhile."""
+    from dataclasses import replace
+
+    from ray import serve
+
+    from serving.app import build_app, switch_model
+
+    first, second = server["artifacts"]
+    polled = tmp_path / "polled"
+    shutil.copytree(first, polled)
+    cfg = replace(server["cfg"], model_uri=str(polled), poll_interval_s=0.3, num_replicas=2,
+                  app_name="polled", route_prefix="/polled")
+    serve.run(build_app(cfg), name=cfg.app_name, route_prefix=cfg.route_prefix)
+    url = server["url"].rstrip("/") + "/polled"
+    failures: list[Any] = []
+    versions: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            status, body = call(url + "/rank", {"user_id": 9, "candidates": list(range(1, 60))})
+            if status != 200:
+                failures.append((status, body))
+            else:
+                versions.append(body["model_version"])
+
+    clients = [threading.Thread(target=load) for _ in range(2)]
+    for client in clients:
+        client.start()
+    try:
+        time.sleep(0.5)
+        v0 = versions[-1]
+        for name in ("model.json", "weights.safetensors"):
+            shutil.copy(second / name, polled / name)
+        deadline = time.time() + 15
+        while time.time() < deadline and (not versions or versions[-1] == v0):
+            time.sleep(0.1)
+        v1 = versions[-1]
+        assert v1 != v0
+        switch_model(cfg, str(first))  # back to the first weights, through user_config
+        deadline = time.time() + 30
+        while time.time() < deadline and versions[-1] != v0:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        tail = versions[-6:]
+    finally:
+        stop.set()
+        for client in clients:
+            client.join()
+        serve.delete("polled")
+    assert failures == []
+    assert set(tail) == {v0}  # every replica serves the switched-to model

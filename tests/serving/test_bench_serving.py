@@ -15,11 +15,11 @@ def test_model_bench_writes_parity_and_flops(tmp_path: Path, monkeypatch) -> Non
     sys.modules.pop("bench_serving", None)
     bench = importlib.import_module("bench_serving")
     out = tmp_path / "serving_model.json"
-    assert bench.main(["model", "--candidates", "3,20", "--repeats", "2",
+    assert bench.main(["model", "--candidates", "3,20", "--repeats", "2", "--threads", "1",
                        "--json-out", str(out)]) == 0
     result = json.loads(out.read_text())["result"]
     assert result["parity_ok"] and result["matmul_ceiling_gflops"] > 0
-    row = result["by_candidates"]["20"]
+    row = result["by_threads"]["1"]["by_candidates"]["20"]
     assert set(row["latency_ms"]) == {"plain", "shared1", "engine"}
     assert row["mflop_per_candidate"]["engine"] < row["mflop_per_candidate"]["plain"]
 

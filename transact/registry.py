@@ -235,6 +235,7 @@ class ModelRegistry:
                 artifacts={"transact_model": str(artifact_dir),
                            "item_vectors": str(item_vectors_dir)},
                 signature=signature, input_example=input_example,
+                pip_requirements=_requirements(),
                 registered_model_name=self.cfg.model_name)
             run_id = run.info.run_id
         version = str(info.registered_model_version)
@@ -361,6 +362,20 @@ class ModelRegistry:
         events = [AliasEvent(**json.loads(value)) for key, value in sorted(model.tags.items())
                   if key.startswith("alias_event.")]
         return events
+
+
+def _requirements() -> list[str]:
+    """The loading side's needs, pinned to this environment (skips MLflow's slow
+    inference, which imports the model in a subprocess)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for package in ("torch", "mlflow", "numpy", "pandas", "safetensors", "pyarrow"):
+        try:
+            pins.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return pins
 
 
 def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:

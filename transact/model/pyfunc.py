@@ -85,7 +85,8 @@ def examples_to_frame(examples: Any, rows: np.ndarray) -> pd.DataFrame:
         "seq_item_ids": list(examples.seq_item_ids[rows]),
         "seq_action_types": list(examples.seq_action_types[rows]),
         "seq_timestamps_ms": list(examples.seq_timestamps_ms[rows]),
-        "user_batch_emb": list(examples.user_batch_emb[rows]),
+        # float64 lists: what a JSON round trip of an input example gives back
+        "user_batch_emb": list(examples.user_batch_emb[rows].astype(np.float64)),
     })
 
 

@@ -147,3 +147,30 @@ def item_embeddings(
     cfg = resolve_config(ItemGraphConfig, config, {"epochs": epochs, "seed": seed})
     summary = run_item_embeddings(dataset_dir, examples_dir, cfg)
     typer.echo(json.dumps(summary, indent=1, default=float))
+
+
+@app.command()
+def retrain(
+    examples_dir: Path = typer.Argument(..., help="examples directory (train/ val/ test/)"),
+    config: Path | None = typer.Option(None, "--config", help="RetrainConfig as JSON/YAML "
+                                       "(train, ray, registry, gate sections)"),
+    backend: str | None = typer.Option(None, help="plain | ray"),
+    workers: int | None = typer.Option(None, help="Ray Train workers"),
+    registry_root: str | None = typer.Option(None, help="registry directory"),
+    registry_profile: str | None = typer.Option(None, help="embedded | production"),
+    margin: float | None = typer.Option(None, help="required relative HIT@3 gain"),
+    seed: int | None = typer.Option(None),
+) -> None:
+    """One retraining cycle: train, register, gate against the champion, promote or not."""
+    quiet_telemetry()
+    from training.retrain import RetrainConfig, run_retraining
+    from transact.config import resolve_config
+
+    cfg = resolve_config(RetrainConfig, config, {
+        "examples_dir": str(examples_dir), "backend": backend, "ray.num_workers": workers,
+        "registry.root": registry_root, "registry.profile": registry_profile,
+        "gate.margin": margin, "train.seed": seed})
+    outcome = run_retraining(cfg, log=lambda line: typer.echo(line, err=True))
+    typer.echo(json.dumps({"version": outcome.version, "promote": outcome.decision.promote,
+                           "champion": outcome.champion_after,
+                           "reason": outcome.decision.reason}, indent=1))

@@ -35,10 +35,14 @@ def run_training_demo(
     epochs: int = 1,
     max_train_examples: int = 100_000,
     max_eval_requests: int = 1_500,
+    registry_root: Path | str | None = None,
 ) -> dict[str, Any]:
     """Train ``no_sequence`` and ``transact`` on ``examples_dir``; save TransAct to ``out_dir``.
+    With ``registry_root``, TransAct is also registered in the MLflow registry there, gated
+    against the champion (or, for a first model, a random ranking) and promoted if it passes.
 
-    Returns ``{variant: test metrics}`` plus the artifact path under ``"artifact"``.
+    Returns ``{variant: test metrics}`` plus the artifact path under ``"artifact"`` (the
+    champion's artifact when one was promoted) and the gate's outcome under ``"gate"``.
     """
     base = experiment_base_config()
     data = load_training_data(examples_dir, base.model.ranker.item_representation)
@@ -58,10 +62,47 @@ def run_training_demo(
         if variant.name == "transact":
             save_model(result.model, cfg.model, artifact,
                        metadata={"examples_dir": str(examples_dir), **result.summary()})
+            transact_result, transact_cfg = result, cfg
     _print_table(results)
     results["artifact"] = str(artifact)
+    if registry_root is not None:
+        results["gate"] = _register_and_gate(examples_dir, out_dir, registry_root,
+                                             transact_cfg, transact_result, data)
+        if results["gate"]["champion_artifact"]:
+            results["artifact"] = results["gate"]["champion_artifact"]
     (Path(out_dir) / "demo_metrics.json").write_text(json.dumps(results, indent=2, default=float))
     return results
+
+
+def _register_and_gate(examples_dir: Path | str, out_dir: Path | str,
+                       registry_root: Path | str, cfg: Any, result: Any, data: Any
+                       ) -> dict[str, Any]:
+    """Register the trained TransAct, gate it and promote it if it passes; print the
+    decision."""
+    from training.retrain import RetrainConfig, apply_decision, gate_candidate, register_trained
+    from transact.registry import RegistryConfig, resolve_model
+
+    console = wide_console()
+    retrain = RetrainConfig(examples_dir=str(examples_dir), work_dir=str(Path(out_dir) /
+                                                                         "retrain"),
+                            train=cfg, registry=RegistryConfig(root=str(registry_root)))
+
+    def log(line: str) -> None:
+        console.print(f"  {line}", markup=False, highlight=False)
+
+    candidate = register_trained(retrain, result, data, log)
+    outcome = apply_decision(retrain, gate_candidate(retrain, candidate.version, data, log),
+                             log)
+    champion = outcome.champion_after
+    artifact = None
+    if champion is not None:
+        _, path = resolve_model(f"models:/{retrain.registry.model_name}@champion",
+                                retrain.registry)
+        artifact = str(path)
+    return {"version": candidate.version, "promote": outcome.decision.promote,
+            "reference": outcome.decision.reference, "reason": outcome.decision.reason,
+            "champion": champion, "champion_artifact": artifact,
+            "registry": str(registry_root)}
 
 
 def _print_table(results: dict[str, dict[str, float]]) -> None:

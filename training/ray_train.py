@@ -181,7 +181,8 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
             raise RuntimeError(f"injected failure at step {step} (test hook)")
 
     hooks = TrainHooks(epoch_batches=stream.epoch, steps_per_epoch=stream.steps_per_epoch(),
-                       wrap_model=ray.train.torch.prepare_model if world > 1 else None,
+                       wrap_model=(ray.train.torch.prepare_model
+                                   if world > 1 or loop_config["use_gpu"] else None),
                        on_eval=on_eval, restore=restore, before_step=before_step)
     result = train_model(cfg, data, hooks)
     final = {"step": result.steps, "final": 1.0}
@@ -213,6 +214,7 @@ def fit_on_ray(cfg: RetrainConfig, data: TrainData, storage_dir: Path,
     loop_config = {
         "train": config_to_dict(cfg.train), "examples_dir": str(Path(cfg.examples_dir).resolve()),
         "buffer_rows": cfg.ray.shuffle_buffer_rows, "shuffle_labels": cfg.shuffle_labels,
+        "use_gpu": cfg.ray.use_gpu,
         "fail_at_step": fail_at_step,
         "fail_marker": str(storage_dir / "injected_failure.marker") if fail_at_step else None,
     }

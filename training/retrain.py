@@ -112,6 +112,8 @@ def _held_out(data: TrainData) -> ExampleArrays:
 
 
 def _window(examples: ExampleArrays) -> dict[str, int]:
+    if not len(examples):
+        return {}
     return {"from_ms": int(examples.request_time_ms.min()),
             "to_ms": int(examples.request_time_ms.max())}
 
@@ -132,22 +134,17 @@ def hits_of(model: Any, item_table: np.ndarray, examples: ExampleArrays,
 def train_candidate(cfg: RetrainConfig, data: TrainData | None = None,
                     log: Any = print) -> RegisteredCandidate:
     """Train, evaluate on the held-out window, log to MLflow and register a new version."""
-    from transact.model.artifact import save_model
-    from transact.model.pyfunc import examples_to_frame, save_item_vectors
-
     cfg.validate()
     examples_dir = Path(cfg.examples_dir)
     if data is None:
         data = load_training_data(examples_dir, cfg.train.model.ranker.item_representation,
                                   with_train=cfg.backend == "plain")
-    held_out = _held_out(data)
+    _held_out(data)
     train_data = data
     if cfg.shuffle_labels and cfg.backend == "plain":  # (Ray workers shuffle per chunk)
         perm = np.random.default_rng(cfg.train.seed).permutation(len(data.train))
         train_data = dataclasses.replace(data, train=dataclasses.replace(
             data.train, labels=data.train.labels[perm]))
-    run_dir = Path(cfg.work_dir) / "runs" / time.strftime("%Y%m%dT%H%M%S")
-    run_dir = run_dir.with_name(f"{run_dir.name}-{time.time_ns() % 1_000_000:06d}")
     log(f"training a candidate on {examples_dir} ({cfg.backend}"
         f"{f', {cfg.ray.num_workers} Ray workers' if cfg.backend == 'ray' else ''})")
     if cfg.backend == "ray":
@@ -158,6 +155,20 @@ def train_candidate(cfg: RetrainConfig, data: TrainData | None = None,
         from training.train import train_model
 
         result = train_model(cfg.train, train_data)
+    return register_trained(cfg, result, data, log)
+
+
+def register_trained(cfg: RetrainConfig, result: Any, data: TrainData,
+                     log: Any = print) -> RegisteredCandidate:
+    """Evaluate a trained model (``TrainResult``) on the held-out window, log the MLflow run
+    and register it as a new version (nothing is promoted)."""
+    from transact.model.artifact import save_model
+    from transact.model.pyfunc import examples_to_frame, save_item_vectors
+
+    examples_dir = Path(cfg.examples_dir)
+    held_out = _held_out(data)
+    run_dir = Path(cfg.work_dir) / "runs" / time.strftime("%Y%m%dT%H%M%S")
+    run_dir = run_dir.with_name(f"{run_dir.name}-{time.time_ns() % 1_000_000:06d}")
     gate_window = _gate_examples(held_out, cfg.max_gate_requests)
     held_metrics, _ = hits_of(result.model, data.item_table, gate_window, cfg.train.utility)
     artifact = save_model(result.model, cfg.train.model, run_dir / "model",

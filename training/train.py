@@ -253,12 +253,16 @@ def predict_probs(model: Pinnability, examples: ExampleArrays, item_table: np.nd
     was_training = model.training
     model.eval()
     buckets = model.cfg.item_id_buckets
+    device = next(model.parameters()).device
     # rows sorted by sequence length: each batch is only as long as its longest sequence
     order = np.argsort(sequence_lengths(examples), kind="stable")
     probs = np.zeros((len(examples), len(model.cfg.heads)), np.float32)
     for start in range(0, len(examples), batch_size):
         idx = order[start:start + batch_size]
-        probs[idx] = torch.sigmoid(model(collate(examples, idx, item_table, buckets))).numpy()
+        batch = collate(examples, idx, item_table, buckets)
+        if device.type != "cpu":
+            batch = batch.to(device)
+        probs[idx] = torch.sigmoid(model(batch)).cpu().numpy()
     model.train(was_training)
     return probs
 
@@ -400,6 +404,8 @@ def train_model(cfg: TrainConfig, data: TrainData, hooks: TrainHooks | None = No
     test = None if data.test is None else subsample_requests(data.test, cfg.max_eval_requests,
                                                              cfg.seed)
     trained = hooks.wrap_model(model) if hooks.wrap_model is not None else model
+    device = next(model.parameters()).device  # a GPU when wrap_model moved it there
+    label_weights = label_weights.to(device)
     optimizer = torch.optim.Adam(trained.parameters(), lr=cfg.lr,
                                  weight_decay=cfg.weight_decay)
     total_steps = steps_per_epoch * cfg.max_epochs
@@ -446,6 +452,8 @@ def train_model(cfg: TrainConfig, data: TrainData, hooks: TrainHooks | None = No
             if hooks.before_step is not None:
                 hooks.before_step(step)
             tick = time.perf_counter()
+            if device.type != "cpu":
+                batch = batch.to(device)
             loss = multitask_loss(trained(batch), batch.labels, label_weights,
                                   batch.user_weight)
             optimizer.zero_grad(set_to_none=True)
@@ -457,7 +465,7 @@ def train_model(cfg: TrainConfig, data: TrainData, hooks: TrainHooks | None = No
             if progress is not None:
                 progress.update(step=step, loss=loss.item())
             if step % eval_every == 0 or step == total_steps:
-                val_metrics, _ = evaluate(model, val, data.item_table, label_weights,
+                val_metrics, _ = evaluate(model, val, data.item_table, label_weights.cpu(),
                                           cfg.eval_batch_size, cfg.utility)
                 trained.train()
                 history.append({"step": step, "train_loss": loss.item(),
@@ -487,7 +495,8 @@ def train_model(cfg: TrainConfig, data: TrainData, hooks: TrainHooks | None = No
         progress.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    model.eval()
+    model = model.cpu().eval()
+    label_weights = label_weights.cpu()
     val_metrics, _ = evaluate(model, val, data.item_table, label_weights, cfg.eval_batch_size,
                               cfg.utility)
     test_metrics, test_hits = ({}, {}) if test is None else evaluate(

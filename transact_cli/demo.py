@@ -9,7 +9,10 @@ Steps, each a library call of its stage, printed as it goes:
    processor into the online store, stage and materialise item content and the embeddings;
 5. build training examples (sequences strictly before each request, daily user embedding);
 6. validate the examples (schema, labels, no leakage);
-7. train the TransAct ranker and the no-sequence baseline, report HIT@3 / AUC per head.
+7. train the TransAct ranker and the no-sequence baseline, report HIT@3 / AUC per head;
+   register TransAct in the MLflow registry (``<workdir>/registry``), gate it on HIT@3 against
+   the champion (a random ranking for the first model) and promote it if it passes;
+8. serve the champion on a Ray Serve endpoint (127.0.0.1), rank candidates, stop.
 """
 
 from __future__ import annotations
@@ -116,14 +119,16 @@ def demo(
 
     from training.demo import run_training_demo
 
-    t = _step("7. train TransAct and the no-sequence baseline")
+    t = _step("7. train TransAct and the no-sequence baseline; register, gate, promote "
+              "(MLflow)")
     trained = run_training_demo(examples, workdir / "models", seed=seed, epochs=epochs,
-                                max_train_examples=max_train_examples)
+                                max_train_examples=max_train_examples,
+                                registry_root=workdir / "registry")
     _done(t)
 
     from serving.demo import run_serving_demo
 
-    t = _step("7. serve: Ray Serve endpoint on 127.0.0.1, rank candidates, stop")
+    t = _step("8. serve the champion: Ray Serve endpoint on 127.0.0.1, rank candidates, stop")
     run_serving_demo(trained["artifact"], feature_summary["root"], dataset,
                      n_candidates=min(500, meta.n_items), seed=seed)
     _done(t)

@@ -35,6 +35,9 @@ def _register() -> None:
     from training.cli import app as training_app
 
     app.add_typer(training_app, name="train")
+    from training.registry_cli import app as registry_app
+
+    app.add_typer(registry_app, name="registry")
     from serving.cli import serve
 
     app.command("serve")(serve)

@@ -16,9 +16,9 @@ machine's measured fp32 matmul ceiling (a 2048^3 matmul on the same threads).
 
 ``http``: starts Ray Serve on 127.0.0.1 with a private ``redis-server`` as the online store
 (users with full 100-action sequences fed through the stream and the processor), then a bounded
-closed loop: ``--clients`` threads each send ``POST /rank`` (``--candidates`` candidates) back
-to back for ``--seconds``; p50 / p99 latency and requests/s, once with dynamic batching
-(``batch_max_size`` 8) and once without (1).
+closed loop: each of ``--clients`` (1, then 4) threads sends ``POST /rank`` (``--candidates``
+candidates) back to back for ``--seconds``; p50 / p99 latency, requests/s, the server's model
+time and mean batch size, once with dynamic batching (``batch_max_size`` 8) and once without.
 
 Writes ``docs/bench/serving_model.json`` / ``docs/bench/serving_http.json``.
 """
@@ -217,6 +217,8 @@ def closed_loop(url: str, clients: int, seconds: float, n_cand: int, n_users: in
     import urllib.request
 
     latencies: list[float] = []
+    model_ms: list[float] = []
+    batch_sizes: list[int] = []
     errors = [0]
     stop = time.perf_counter() + seconds
     lock = threading.Lock()
@@ -239,6 +241,8 @@ def closed_loop(url: str, clients: int, seconds: float, n_cand: int, n_users: in
             with lock:
                 if ok:
                     latencies.append(time.perf_counter() - start)
+                    model_ms.append(answer["timing"]["model_ms"])
+                    batch_sizes.append(answer["timing"]["batch_size"])
                 else:
                     errors[0] += 1
 
@@ -254,7 +258,9 @@ def closed_loop(url: str, clients: int, seconds: float, n_cand: int, n_users: in
             "requests_per_s": round(len(latencies) / elapsed, 2),
             "p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
             "p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
-            "mean_ms": round(float(lat.mean()), 1) if len(lat) else None}
+            "mean_ms": round(float(lat.mean()), 1) if len(lat) else None,
+            "server_model_ms_median": round(float(np.median(model_ms)), 1) if model_ms else None,
+            "mean_batch_size": round(float(np.mean(batch_sizes)), 2) if batch_sizes else None}
 
 
 def bench_http(args: argparse.Namespace) -> dict[str, Any]:
@@ -289,9 +295,11 @@ def bench_http(args: argparse.Namespace) -> dict[str, Any]:
             cfg.batch_max_size = batch
             serve.run(build_app(cfg), name=cfg.app_name, route_prefix=cfg.route_prefix)
             closed_loop(url, 1, 2.0, args.candidates, args.users)  # warm-up
-            results[label] = closed_loop(url, args.clients, args.seconds, args.candidates,
-                                         args.users)
-            print(label, json.dumps(results[label]), flush=True)
+            for clients in [int(c) for c in str(args.clients).split(",")]:
+                key = f"{label}_{clients}_clients"
+                results[key] = closed_loop(url, clients, args.seconds, args.candidates,
+                                           args.users)
+                print(key, json.dumps(results[key]), flush=True)
         stop_server()
     finally:
         redis.terminate()
@@ -313,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     add_json_out(model, "serving_model")
     http = sub.add_parser("http")
     http.add_argument("--candidates", type=int, default=500)
-    http.add_argument("--clients", type=int, default=4)
+    http.add_argument("--clients", default="1,4", help="comma-separated client counts")
     http.add_argument("--seconds", type=float, default=20.0)
     http.add_argument("--users", type=int, default=50)
     http.add_argument("--threads", type=int, default=ServingConfig().replica_threads)

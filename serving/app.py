@@ -241,7 +241,15 @@ class RankingDeployment:
         if declared and declared.isdigit() and int(declared) > self.cfg.max_body_bytes:
             raise BadRequest(413, f"body is {declared} bytes; the limit is "
                                   f"{self.cfg.max_body_bytes}")
-        return parse_json(await request.body(), self.cfg.max_body_bytes)
+        limit = self.cfg.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():  # stop reading as soon as the limit is passed
+            size += len(chunk)
+            if size > limit:
+                raise BadRequest(413, f"body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        return parse_json(b"".join(chunks), limit)
 
     @api.post("/rank")
     async def rank(self, request: Request) -> JSONResponse:
@@ -332,7 +340,7 @@ class RankingDeployment:
         if denied:
             return _error(denied.status, denied.message)
         try:
-            body = parse_json(await request.body(), self.cfg.max_body_bytes)
+            body = await self._body(request)
             if not isinstance(body, dict) or not isinstance(body.get("model_uri"), str):
                 raise BadRequest(422, 'send {"model_uri": "<dir or models:/name@alias>"}')
             return JSONResponse(await self.reload(body["model_uri"]))

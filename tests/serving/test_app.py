@@ -181,6 +181,15 @@ def bad_requests(cfg: Any) -> list[tuple[str, Any, bytes | None, dict | None]]:
 def test_bad_requests_get_4xx_and_the_server_keeps_serving(server: dict[str, Any]) -> None:
     cases = bad_requests(server["cfg"])
     assert len(cases) >= 30
+    # a chunked body (no Content-Length) over the limit is cut off too
+    chunked = urllib.request.Request(
+        server["url"] + "/rank", data=iter([b"[" + b"1," * 60_000, b"1" * 100_000 + b"]"]),
+        headers={"content-type": "application/json", "transfer-encoding": "chunked"})
+    try:
+        urllib.request.urlopen(chunked, timeout=30)
+        raise AssertionError("an oversized chunked body was accepted")
+    except urllib.error.HTTPError as err:
+        assert err.code == 413
     for route, body, raw, headers in cases:
         status, answer = call(server["url"] + route, body, raw, headers)
         assert 400 <= status < 500, (route, body if raw is None else raw[:60], status, answer)

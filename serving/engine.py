@@ -322,8 +322,8 @@ class RankingEngine:
                 parts = [norm(part) for norm, part in zip(model.block_norms, parts, strict=True)]
             x0 = model.input_norm(torch.cat(parts, dim=1))
             x = x0
-            for layer in model.cross:
-                x = layer(x0, x)
+            for layer in model.cross:  # x0 * (W x + b) + x, in place
+                x = layer.linear(x).mul_(x0).add_(x)
             outputs.append(model.heads(model.mlp(x)))
         return torch.cat(outputs)
 
@@ -379,7 +379,7 @@ class RankingEngine:
         out[:, :, : self.split] += shared.seq_part
         out[:, :, self.split:] += cand[:, None, :]
         hidden = first.norm1(out)
-        hidden = first.norm2(hidden + first.linear2(F.relu(first.linear1(hidden))))
+        hidden = first.norm2(first.linear2(first.linear1(hidden).relu_()).add_(hidden))
         mask = None if shared.valid is None else shared.valid[None, None, None, :]
         for layer in enc.layers[1:]:
             hidden = _layer_forward(layer, hidden, mask)
@@ -414,8 +414,8 @@ def _layer_forward(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | 
     q, k, v = qkv.permute(2, 0, 3, 1, 4)
     attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     attn = attn.transpose(1, 2).reshape(size, length, d)
-    hidden = layer.norm1(hidden + layer.out_proj(attn))
-    return layer.norm2(hidden + layer.linear2(F.relu(layer.linear1(hidden))))
+    hidden = layer.norm1(layer.out_proj(attn).add_(hidden))
+    return layer.norm2(layer.linear2(layer.linear1(hidden).relu_()).add_(hidden))
 
 
 def _compress(hidden: torch.Tensor, valid: torch.Tensor | None, first_k: int, max_pool: bool

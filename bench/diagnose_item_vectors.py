@@ -41,7 +41,9 @@ def main() -> None:
     parser.add_argument("dataset_dir", type=Path)
     parser.add_argument("--variants", nargs="+", default=["no_sequence", "transact"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--items", choices=["truth", "pinnerformer"], default="truth")
+    parser.add_argument("--items", default="truth",
+                        help="truth (diagnostic) or an item_representation (content, "
+                             "pinnerformer, graph, ...)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--set", nargs="*", default=[], metavar="PATH=JSON",
                         help="TrainConfig overrides, e.g. max_epochs=4")
@@ -50,6 +52,8 @@ def main() -> None:
 
     base = with_overrides(experiment_base_config(),
                           {k: json.loads(v) for k, v in (a.split("=", 1) for a in args.set)})
+    if args.items != "truth":
+        base = with_overrides(base, {"model.ranker.item_representation": args.items})
     data = load_training_data(args.examples_dir, base.model.ranker.item_representation)
     if args.items == "truth":
         data = dataclasses.replace(data, item_table=truth_item_table(

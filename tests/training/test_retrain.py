@@ -30,65 +30,72 @@ def _config(examples: Path, root: Path, registry: RegistryConfig | None = None
                          gate=GateConfig(positive_heads=["save"]))
 
 
-def test_first_model_promoted_then_shuffled_labels_rejected(gate_examples: Path,
-                                                            tmp_path: Path) -> None:
+def test_retraining_cycle_gate_promotion_and_rollback(gate_examples: Path,
+                                                      tmp_path: Path) -> None:
     cfg = _config(gate_examples, tmp_path)
-    first = run_retraining(cfg, log=lambda *_: None)
+    quiet = {"log": lambda *_: None}
+    first = run_retraining(cfg, **quiet)
     assert first.decision.promote, first.decision.reason
     assert first.decision.reference == "random ranking"
     registry = ModelRegistry(cfg.registry)
     assert registry.get_alias(CHAMPION) == first.version
 
-    shuffled = run_retraining(dataclasses.replace(cfg, shuffle_labels=True),
-                              log=lambda *_: None)
+    # a model trained on shuffled labels is rejected; the champion is untouched
+    shuffled = run_retraining(dataclasses.replace(cfg, shuffle_labels=True), **quiet)
     assert not shuffled.decision.promote
     assert shuffled.decision.reference == f"champion v{first.version}"
-    assert registry.get_alias(CHAMPION) == first.version  # untouched
+    assert registry.get_alias(CHAMPION) == first.version
     assert registry.get_alias(PREVIOUS) is None
     tags = registry.version_tags(shuffled.version)
     assert tags["gate.decision"] == "reject" and tags["stage"] == "rejected"
     assert tags["shuffled_labels"] == "true" and len(tags["data.fingerprint"]) == 64
-    # the registered model is usable through the URI serving resolves
+    assert tags["git_commit"] != "" and "gate.save" in tags
+
+    # the registered model is usable through the URI serving resolves, and as a pyfunc
     version, artifact = resolve_model(f"models:/{cfg.registry.model_name}@champion",
                                       cfg.registry)
     assert version == first.version and (artifact / "model.json").exists()
 
+    # a gate decided against one champion cannot promote after the champion moved
+    outcome = gate_candidate(dataclasses.replace(cfg, gate=GateConfig(
+        positive_heads=["save"], margin=-1.0, hide_tolerance=10.0)), shuffled.version, **quiet)
+    assert outcome.decision.promote and outcome.champion_before == first.version
+    registry.set_alias(CHAMPION, shuffled.version, "by hand")
+    with pytest.raises(Exception, match="moved"):
+        apply_decision(cfg, outcome, **quiet)
 
-def test_promotion_moves_previous_and_rollback_restores(gate_examples: Path,
-                                                        tmp_path: Path) -> None:
-    cfg = _config(gate_examples, tmp_path)
-    first = run_retraining(cfg, log=lambda *_: None)
-    registry = ModelRegistry(cfg.registry)
-    # a second, differently seeded model promoted by hand through apply_decision's path
-    second_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=1),
-                                     gate=GateConfig(positive_heads=["save"], margin=-1.0,
-                                                     hide_tolerance=10.0))
-    second = run_retraining(second_cfg, log=lambda *_: None)
-    assert second.decision.promote
-    assert registry.get_alias(CHAMPION) == second.version
+    # promotion keeps the old champion as previous; rollback restores it
+    registry.set_alias(CHAMPION, first.version, "back")
+    registry.promote(shuffled.version, "manual")
     assert registry.get_alias(PREVIOUS) == first.version
     registry.rollback("bad online numbers")
     assert registry.get_alias(CHAMPION) == first.version
     history = [(e.alias, e.version) for e in registry.alias_history()]
-    assert history == [(CHAMPION, first.version), (PREVIOUS, first.version),
-                       (CHAMPION, second.version), (CHAMPION, first.version),
+    assert history == [(CHAMPION, first.version), (CHAMPION, shuffled.version),
+                       (CHAMPION, first.version), (PREVIOUS, first.version),
+                       (CHAMPION, shuffled.version), (CHAMPION, first.version),
                        (PREVIOUS, None)]
 
 
-def test_gate_refuses_when_champion_moved_meanwhile(gate_examples: Path, tmp_path: Path
-                                                    ) -> None:
-    cfg = _config(gate_examples, tmp_path)
-    cfg.gate = GateConfig(positive_heads=["save"], margin=-1.0, hide_tolerance=10.0)
-    first = run_retraining(cfg, log=lambda *_: None)
-    from training.retrain import train_candidate
+def test_pyfunc_model_scores_like_the_artifact(gate_examples: Path, tmp_path: Path) -> None:
+    import mlflow
 
-    candidate = train_candidate(cfg, log=lambda *_: None)
-    outcome = gate_candidate(cfg, candidate.version, log=lambda *_: None)
-    ModelRegistry(cfg.registry).set_alias(CHAMPION, candidate.version, "by hand")
-    ModelRegistry(cfg.registry).set_alias(CHAMPION, first.version, "by hand, back")
-    outcome.champion_before = "999"
-    with pytest.raises(Exception, match="moved"):
-        apply_decision(cfg, outcome, log=lambda *_: None)
+    from training.train import load_training_data
+    from transact.model.pyfunc import examples_to_frame, predict_frame
+
+    cfg = _config(gate_examples, tmp_path)
+    cfg.train = dataclasses.replace(cfg.train, max_epochs=1)
+    first = run_retraining(cfg, log=lambda *_: None)
+    registry = ModelRegistry(cfg.registry)
+    frame = examples_to_frame(load_training_data(gate_examples, "content").test, np.arange(50))
+    mlflow.set_tracking_uri(registry.tracking_uri)
+    loaded = mlflow.pyfunc.load_model(f"models:/{cfg.registry.model_name}/{first.version}")
+    via_mlflow = loaded.predict(frame)
+    direct = predict_frame(registry.artifact_dir(first.version),
+                           registry.item_vectors_dir(first.version), frame)
+    assert list(via_mlflow.columns) == ["p_click", "p_save", "p_hide"]
+    np.testing.assert_allclose(via_mlflow.to_numpy(), direct.to_numpy(), atol=1e-6)
+    assert loaded.metadata.get_input_schema() is not None
 
 
 def test_random_ranking_reference_is_exact() -> None:

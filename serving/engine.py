@@ -58,6 +58,7 @@ Other encoder kinds / fusions (the ablation baselines) fall back to the model's 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +97,9 @@ class EngineConfig:
     device: str = "cpu"
     chunk_size: int = 32
     threads: int = 0
+    #: threads scoring independent candidate chunks in parallel (CPU); use with
+    #: ``threads=1`` so that each chunk's ops run on its own thread
+    workers: int = 1
     bucketed: bool = False
     cuda_graphs: bool = True
     candidate_buckets: list[int] = field(default_factory=lambda: list(CANDIDATE_BUCKETS))
@@ -199,6 +203,10 @@ class RankingEngine:
                         and not getattr(enc, "action_age", False))
         self.split = enc.action_emb_dim + enc.item_emb_dim
         self.pin = self.device.type == "cuda"
+        #: chunk workers: independent candidate chunks on separate threads, each running its
+        #: ops single-threaded (no per-op barrier between threads, unlike intra-op threads)
+        self.pool = (ThreadPoolExecutor(self.cfg.workers, thread_name_prefix="engine")
+                     if self.cfg.workers > 1 else None)
         self.graphs: CudaGraphRunner | None = None
         if (self.device.type == "cuda" and self.cfg.cuda_graphs and self.rewrite
                 and torch.cuda.is_available()):
@@ -300,8 +308,7 @@ class RankingEngine:
                 length = views["seq_actions"].shape[0]
                 valid = torch.arange(length, device=cand.device) < scalars[2]
             shared = self.prepare_sequence(views["seq_actions"], views["seq_item_emb"], valid)
-        outputs = []
-        for start in range(0, n_rows, self.cfg.chunk_size):
+        def score_chunk(start: int) -> torch.Tensor:
             stop = min(start + self.cfg.chunk_size, n_rows)
             chunk = cand[start:stop]
             size = stop - start
@@ -324,8 +331,12 @@ class RankingEngine:
             x = x0
             for layer in model.cross:  # x0 * (W x + b) + x, in place
                 x = layer.linear(x).mul_(x0).add_(x)
-            outputs.append(model.heads(model.mlp(x)))
-        return torch.cat(outputs)
+            return model.heads(model.mlp(x))
+
+        starts = range(0, n_rows, self.cfg.chunk_size)
+        if self.pool is not None and len(starts) > 1 and cand.device.type == "cpu":
+            return torch.cat(list(self.pool.map(score_chunk, starts)))
+        return torch.cat([score_chunk(start) for start in starts])
 
     # ------------------------------------------------------------------ the exact rewrite
     def prepare_sequence(self, seq_actions: torch.Tensor, seq_item_emb: torch.Tensor,

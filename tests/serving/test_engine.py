@@ -68,6 +68,14 @@ def test_engine_matches_plain_model_random_inputs(bucketed: bool, n_seq: int) ->
         assert_exact(engine, model, table, random_request(rng, n_seq, n_cand, future=True))
 
 
+def test_parallel_chunk_workers_are_exact() -> None:
+    model, table = model_of(3)
+    engine = RankingEngine(model, table, EngineConfig(chunk_size=16, workers=2))
+    rng = np.random.default_rng(3)
+    for n_seq in (0, 12, 100):
+        assert_exact(engine, model, table, random_request(rng, n_seq, 101))
+
+
 @pytest.mark.parametrize("variant", [
     {"num_heads": 2},
     {"num_heads": 4, "actions": "positive", "seq_len": 20},

@@ -127,6 +127,9 @@ def bench_model_threads(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     table = rng.normal(size=(N_ITEMS, cfg.item_emb_dim)).astype(np.float32)
     engine = RankingEngine(model, table, EngineConfig(chunk_size=args.chunk_size))
+    # two threads over independent chunks, each single-threaded (only with 1 intra-op thread)
+    workers = (RankingEngine(model, table, EngineConfig(chunk_size=args.chunk_size, workers=2))
+               if torch.get_num_threads() == 1 else None)
     ceiling = matmul_ceiling()
     rows = {}
     for n_cand in [int(c) for c in args.candidates.split(",")]:
@@ -140,6 +143,8 @@ def bench_model_threads(args: argparse.Namespace) -> dict[str, Any]:
             "shared1": timed(lambda r=req: reference_scores(model, r, table, True), repeats),
             "engine": timed(lambda r=req: engine.score(r), repeats),
         }
+        if workers is not None:
+            latency["engine_2_chunk_workers"] = timed(lambda r=req: workers.score(r), repeats)
         flops = flops_per_candidate(cfg, SEQ_LEN, model.input_dim)
         engine_s = latency["engine"][1]
         rows[n_cand] = {

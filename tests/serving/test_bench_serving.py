@@ -20,7 +20,7 @@ def test_model_bench_writes_parity_and_flops(tmp_path: Path, monkeypatch) -> Non
     result = json.loads(out.read_text())["result"]
     assert result["parity_ok"] and result["matmul_ceiling_gflops"] > 0
     row = result["by_threads"]["1"]["by_candidates"]["20"]
-    assert set(row["latency_ms"]) == {"plain", "shared1", "engine"}
+    assert set(row["latency_ms"]) == {"plain", "shared1", "engine", "engine_2_chunk_workers"}
     assert row["mflop_per_candidate"]["engine"] < row["mflop_per_candidate"]["plain"]
 
 

@@ -48,6 +48,7 @@ from serving.service import (
     rank_response,
     score_requests,
     utility_weights,
+    warm_up,
 )
 from transact.config import config_from_dict, config_to_dict
 
@@ -144,6 +145,9 @@ class RankingDeployment:
         except Exception as err:  # noqa: BLE001 - serve /readyz 503 and say why
             self.load_error = f"{type(err).__name__}: {err}"
             log.error("no model loaded: %s", self.load_error)
+        self.users.read(0)  # open the online reader now, not on the first request
+        if self.model is not None:
+            warm_up(self.model)
         self.poller = (asyncio.get_event_loop().create_task(self._poll())
                        if self.cfg.poll_interval_s > 0 else None)
         from features.online import freeze_startup_heap
@@ -167,6 +171,7 @@ class RankingDeployment:
                 return {"model_version": current, "changed": False}
             model = await asyncio.to_thread(load_served_model, uri, self.cfg.item_vectors_dir,
                                             self.engine_cfg, resolved)
+            await asyncio.to_thread(warm_up, model)
             self.model_uri = uri
             self._swap(model)
             self.metrics.reloads.inc()
@@ -179,6 +184,7 @@ class RankingDeployment:
             return
         try:
             model = load_served_model(uri, self.cfg.item_vectors_dir, self.engine_cfg)
+            warm_up(model)
         except Exception as err:  # noqa: BLE001 - keep serving what is loaded
             self.load_error = f"{type(err).__name__}: {err}"
             log.error("reconfigure to %s failed: %s", uri, self.load_error)

@@ -310,3 +310,18 @@ def score_requests(model: ServedModel, reqs: list[RankRequest], users: list[User
                             candidate_item_ids=r.candidates, surface_id=r.surface_id)
               for r, u in zip(reqs, users, strict=True)]
     return model.engine.score_many(inputs)
+
+
+def warm_up(model: ServedModel, n_candidates: int = 64) -> None:
+    """Score one synthetic request (full sequence of known items) so that the first real
+    request does not pay for lazy initialisation (allocator, kernels, thread pools)."""
+    known = np.flatnonzero(model.known_items)
+    if not len(known):
+        return
+    now = int(time.time() * 1000)
+    seq = np.resize(known, SEQ_LEN).astype(np.int64)
+    model.engine.score(RequestInputs(
+        seq_item_ids=seq, seq_action_types=np.full(SEQ_LEN, int(ActionType.CLICK), np.int64),
+        seq_timestamps_ms=now - 1000 * (1 + np.arange(SEQ_LEN, dtype=np.int64)),
+        request_time_ms=now, user_emb=np.zeros(USER_EMB_DIM, np.float32),
+        candidate_item_ids=np.resize(known, min(n_candidates, len(known))).astype(np.int64)))

@@ -163,6 +163,11 @@ class ModelRegistry:
     def __init__(self, cfg: RegistryConfig | None = None) -> None:
         quiet_telemetry()
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # MLflow's INFO lines (table creation, "Created version") and its pickling advice
+        # would drown the callers' own progress output; errors still show
+        import logging
+
+        logging.getLogger("mlflow").setLevel(logging.ERROR)
         self.cfg = (cfg or RegistryConfig()).validate()
         from mlflow.tracking import MlflowClient
 

@@ -41,6 +41,9 @@ def _register() -> None:
     from serving.cli import serve
 
     app.command("serve")(serve)
+    from monitoring.cli import app as monitoring_app
+
+    app.add_typer(monitoring_app, name="monitor")
     from transact_cli import demo
 
     app.command("demo")(demo.demo)

@@ -135,6 +135,7 @@ def item_embeddings(
     config: Path | None = typer.Option(None, "--config", help="ItemGraphConfig as JSON/YAML"),
     epochs: int | None = typer.Option(None, help="override ItemGraphConfig.epochs"),
     seed: int | None = typer.Option(None, help="override ItemGraphConfig.seed"),
+    mode: str | None = typer.Option(None, help="learned | propagated (ItemGraphConfig.mode)"),
 ) -> None:
     """Learn PinSage-style item vectors from the training window's co-engagements.
 
@@ -144,7 +145,8 @@ def item_embeddings(
     from transact.config import resolve_config
     from transact.model.item_graph import ItemGraphConfig
 
-    cfg = resolve_config(ItemGraphConfig, config, {"epochs": epochs, "seed": seed})
+    cfg = resolve_config(ItemGraphConfig, config, {"epochs": epochs, "seed": seed,
+                                                   "mode": mode})
     summary = run_item_embeddings(dataset_dir, examples_dir, cfg)
     typer.echo(json.dumps(summary, indent=1, default=float))
 

@@ -57,8 +57,17 @@ class ItemGraphConfig:
     output_norm: float = 2.0
     seed: int = 0
     num_threads: int = 1
+    #: ``learned``: the MLP encoder trained with the in-batch softmax; ``propagated``: no
+    #: training, the importance-pooled propagation ``(x + P x + P^2 x) / 3`` of the content
+    #: vectors (a fixed two-hop graph convolution; denoises an item's content by what is
+    #: engaged with it: topic recovered by a linear probe 80 % vs 70 % from content on the
+    #: demo world), rescaled to ``output_norm``
+    mode: str = "learned"
 
     def validate(self) -> ItemGraphConfig:
+        if self.mode not in ("learned", "propagated"):
+            raise UserError(f"ItemGraphConfig.mode must be 'learned' or 'propagated', got "
+                            f"{self.mode!r}")
         for name in ("dim", "window", "n_neighbours", "hidden_dim", "epochs", "batch_size",
                      "num_threads"):
             if getattr(self, name) < 1:
@@ -155,11 +164,32 @@ class ItemGraphResult:
     final_loss: float
 
 
+def propagate_content(content: np.ndarray, graph: sp.csr_matrix, cfg: ItemGraphConfig
+                      ) -> np.ndarray:
+    """``(n_items + 1, E)``: ``(x + P x + P^2 x) / 3`` rescaled to norm ``output_norm``
+    (items without neighbours keep their content direction); row 0 stays zero."""
+    pool = neighbour_matrix(graph, cfg.n_neighbours)
+    hop1 = pool @ content
+    hop2 = pool @ hop1
+    has = (np.diff(pool.indptr) > 0)[:, None]
+    mixed = np.where(has, (content + hop1 + hop2) / 3.0, content).astype(np.float32)
+    norms = np.linalg.norm(mixed, axis=1, keepdims=True)
+    mixed = mixed / np.maximum(norms, 1e-12) * cfg.output_norm
+    mixed[0] = 0.0
+    return mixed
+
+
 def train_item_embeddings(content: np.ndarray, graph: sp.csr_matrix, cfg: ItemGraphConfig
                           ) -> ItemGraphResult:
     """Learn item vectors from ``content`` ``(n_items + 1, E)`` and the co-engagement
     ``graph``; deterministic for a seed and thread count."""
     cfg.validate()
+    n_with_neighbours = int((np.diff(graph.indptr) > 0).sum())
+    if cfg.mode == "propagated":
+        return ItemGraphResult(embeddings=propagate_content(content, graph, cfg),
+                               n_edges=int(sp.triu(graph, k=1).nnz),
+                               n_items_with_neighbours=n_with_neighbours,
+                               final_loss=float("nan"))
     torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)

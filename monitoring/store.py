@@ -153,8 +153,8 @@ class MetricStore:
             long = long[long["metric"].isin(list(metrics))]
         if len(long) == 0:
             return pd.DataFrame(columns=["window_start_ms", "model_version"])
-        wide = long.pivot_table(index=["window_start_ms", "model_version"], columns="metric",
-                                values="value", aggfunc="first", dropna=False).reset_index()
+        wide = long.pivot(index=["window_start_ms", "model_version"], columns="metric",
+                          values="value").reset_index()
         wide.columns.name = None
         return wide.sort_values(["window_start_ms", "model_version"]).reset_index(drop=True)
 
@@ -166,8 +166,8 @@ class MetricStore:
         long = pd.DataFrame(got, columns=["model_version", "age_days", "metric", "value"])
         if len(long) == 0:
             return pd.DataFrame(columns=["model_version", "age_days"])
-        wide = long.pivot_table(index=["model_version", "age_days"], columns="metric",
-                                values="value", aggfunc="first", dropna=False).reset_index()
+        wide = long.pivot(index=["model_version", "age_days"], columns="metric",
+                          values="value").reset_index()
         wide.columns.name = None
         return wide.sort_values(["model_version", "age_days"]).reset_index(drop=True)
 

@@ -132,4 +132,15 @@ def demo(
     run_serving_demo(trained["artifact"], feature_summary["root"], dataset,
                      n_candidates=min(500, meta.n_items), seed=seed)
     _done(t)
+    if source == "synthetic":
+        from monitoring.demo import run_monitoring_demo
+
+        t = _step("9. monitoring: simulated users act on the champion's slates; decay, "
+                  "diversity, alerts")
+        monitoring = run_monitoring_demo(trained["artifact"], dataset, workdir / "monitoring",
+                                         seed=seed)
+        console.print_json(json.dumps(monitoring["headline"]))
+        console.print(f"  dashboard: {monitoring['dashboard_command']}  ->  "
+                      f"{monitoring['dashboard_url']}")
+        _done(t)
     console.print(Rule(f"[bold green]demo finished in {time.perf_counter() - total:.0f} s"))

@@ -21,6 +21,8 @@ def test_demo_runs_every_stage_end_to_end(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "all expectations met" in out and "demo finished" in out
+    assert "dashboard: transact monitor dashboard" in out  # step 9: monitoring
+    assert (tmp_path / "monitoring" / "metrics.db").is_file()
     # the stream processor accepted every event and the read path found the user's features
     assert '"dead_letters": {}' in out and '"user_emb_found": true' in out
     assert list((tmp_path / "pinnerformer" / "user_embeddings").glob("date=*"))

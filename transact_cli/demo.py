@@ -12,7 +12,8 @@ Steps, each a library call of its stage, printed as it goes:
 7. train the TransAct ranker and the no-sequence baseline, report HIT@3 / AUC per head;
    register TransAct in the MLflow registry (``<workdir>/registry``), gate it on HIT@3 against
    the champion (a random ranking for the first model) and promote it if it passes;
-8. serve the champion on a Ray Serve endpoint (127.0.0.1), rank candidates, stop.
+8. serve the champion on a Ray Serve endpoint (127.0.0.1), rank candidates, stop;
+9. monitoring: a short online simulation of the champion, metrics and alerts, the dashboard.
 """
 
 from __future__ import annotations

@@ -46,7 +46,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "pinnerformer": {"train_steps": 40, "history_len": 64, "window_days": 2,
                          "warmup_days": 2},
         "retrain.registry.root": str(root / "registry"),
-        "retrain.train.max_train_examples": 20_000,
+        "retrain.train.max_train_examples": 8_000,
+        "retrain.train.max_eval_requests": 500,
+        "retrain.max_gate_requests": 2_000,
     }
     return {"root": root, "overrides": overrides}
 

@@ -17,6 +17,7 @@ batch embedding from the online store. Items absent from that table are unknown 
 from __future__ import annotations
 
 import hashlib
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +42,8 @@ def resolve_model_uri(uri: str) -> tuple[str, Path]:
     changed artifact at the same path is a new version.
     """
     if uri.startswith("models:/"):
-        try:
-            from transact import registry
+        try:  # through sys.modules, so that the registry stays an optional, late import
+            registry = importlib.import_module("transact.registry")
         except ImportError as err:
             raise ModelSourceError(f"{uri} needs the model registry (transact.registry), which "
                                    f"is not available: {err}") from err

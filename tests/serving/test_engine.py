@@ -20,10 +20,10 @@ from serving.model_source import load_served_model
 from transact.model.config import EncoderConfig, RankerConfig
 from transact.model.features import read_examples
 from transact.model.ranker import Pinnability
-from transact.schema import SEQ_LEN, USER_EMB_DIM
+from transact.schema import HOUR_MS, SEQ_LEN, USER_EMB_DIM
 
 TOL = 1e-5
-REQUEST_MS = T0_MS + 5000 * 3_600_000
+REQUEST_MS = T0_MS + 5000 * HOUR_MS
 
 
 def random_request(rng: np.random.Generator, n_seq: int, n_cand: int,

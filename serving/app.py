@@ -24,10 +24,13 @@ new ``model_uri`` on a running app), and ``poll_interval_s`` re-resolves the URI
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
+import secrets
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -51,6 +54,8 @@ from serving.service import (
     warm_up,
 )
 from transact.config import config_from_dict, config_to_dict
+
+logger = logging.getLogger(__name__)
 
 log = logging.getLogger("transact.serving")
 
@@ -137,6 +142,15 @@ class RankingDeployment:
         self.reload_lock = asyncio.Lock()
         self.stream: Any = None
         self.load_error = ""
+        self.serving_log: Any = None
+        if self.cfg.serving_log_dir:
+            from monitoring.logs import ParquetServingLog, ServingLogBuffer
+
+            self.serving_log = ServingLogBuffer(ParquetServingLog(Path(
+                self.cfg.serving_log_dir)), flush_rows=1 << 30)
+        # request ids: a random 23-bit replica prefix and a counter (unique across replicas)
+        self._request_prefix = secrets.randbits(23) << 40
+        self._request_counter = itertools.count(1)
         self._score_batch.set_max_batch_size(self.cfg.batch_max_size)
         self._score_batch.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
         try:
@@ -239,7 +253,24 @@ class RankingDeployment:
             for k, i in enumerate(good):
                 out[i] = rank_response(model, reqs[i], users[k], scores[k], weights, reasons[k])
                 out[i]["timing"] = timing  # type: ignore[index]
+                out[i]["request_id"] = self._request_prefix | next(  # type: ignore[index]
+                    self._request_counter)
+            if self.serving_log is not None:
+                self._log_answers([out[i] for i in good])
         return out
+
+    def _log_answers(self, answers: list[Any]) -> None:
+        """Append the shown candidates of ``answers`` to the durable serving log (one file
+        per batch); a failing log write never fails the ranking answers."""
+        from monitoring.logs import rows_from_rank_answer
+
+        try:
+            for answer in answers:
+                self.serving_log.add(rows_from_rank_answer(answer, answer["request_id"]))
+            self.serving_log.flush()
+        except Exception:  # noqa: BLE001 - logged and counted, the answers still go out
+            logger.exception("serving log write failed")
+            self.serving_log.pending, self.serving_log.pending_rows = [], 0
 
     # ------------------------------------------------------------------------------ routes
     async def _body(self, request: Request) -> Any:

@@ -52,6 +52,10 @@ class ServingConfig:
     utility: dict[str, float] = field(
         default_factory=lambda: {"click": 1.0, "save": 2.0, "hide": -4.0})
     batch_max_size: int = 8
+    #: directory of the durable serving log (every /rank answer: user, request id, shown
+    #: candidates with positions, per-head scores, model version, time; read by monitoring/);
+    #: "" = no log. Each handled batch is written as one fsync'd Parquet file.
+    serving_log_dir: str = ""
     batch_wait_timeout_s: float = 0.005
     #: seconds between checks of ``model_uri`` (0 = reload only on ``POST /admin/reload``)
     poll_interval_s: float = 0.0

@@ -89,7 +89,8 @@ def server(trained_artifacts: tuple[Path, Path], tmp_path_factory: pytest.TempPa
     cfg = ServingConfig(model_uri=str(served), profile="production", redis_port=redis.port,
                         features_root=str(root / "features"), port=free_port(),
                         admin_token=TOKEN, store_retry_after_s=0.3, max_body_bytes=200_000,
-                        engine=EngineConfig(chunk_size=64))
+                        engine=EngineConfig(chunk_size=64),
+                        serving_log_dir=str(root / "serving_log"))
     url = run_server(cfg)
     try:
         yield {"url": url, "cfg": cfg, "redis": redis, "served": served,
@@ -113,6 +114,20 @@ def test_rank_orders_candidates_by_utility(server: dict[str, Any]) -> None:
         assert set(item["scores"]) == {"click", "save", "hide"}
         expected = sum(weights[h] * p for h, p in item["scores"].items())
         assert abs(expected - item["utility"]) < 1e-5
+
+
+def test_rank_answers_are_logged_for_monitoring(server: dict[str, Any]) -> None:
+    from monitoring.logs import ParquetServingLog
+
+    status, body = call(server["url"] + "/rank", {"user_id": 8, "candidates": [3, 4, 6, 10, 12],
+                                                  "top_k": 4})
+    assert status == 200, body
+    log = ParquetServingLog(Path(server["cfg"].serving_log_dir)).read().to_pandas()
+    shown = log[log["request_id"] == body["request_id"]].sort_values("position")
+    assert shown["item_id"].tolist() == [item["item_id"] for item in body["items"]]
+    assert shown["position"].tolist() == [0, 1, 2, 3]
+    assert set(shown["user_id"]) == {8} and set(shown["model_version"]) == {body["model_version"]}
+    assert abs(shown["score_save"].iloc[0] - body["items"][0]["scores"]["save"]) < 1e-6
 
 
 def bad_requests(cfg: Any) -> list[tuple[str, Any, bytes | None, dict | None]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from transact.errors import UserError
+from transact.schema import DAY_MS, HOUR_MS
 
 __all__ = ["AlertThresholds", "MonitoringConfig", "MonitoringConfigError"]
 
@@ -50,9 +51,9 @@ class MonitoringConfig:
     metrics_url: str = "sqlite:///artifacts/monitoring/metrics.db"
     metrics_schema: str = "monitoring"
     #: length of a metrics window
-    window_ms: int = 86_400_000
+    window_ms: int = DAY_MS
     #: an action belongs to a showing at most this long before it
-    attribution_window_ms: int = 3_600_000
+    attribution_window_ms: int = HOUR_MS
     #: the rabbit-hole measure compares a slate to the user's latest N positive actions
     rabbit_hole_actions: int = 10
     #: width of a model-age bucket of the decay curves, in days

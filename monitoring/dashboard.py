@@ -29,6 +29,7 @@ from monitoring.alerts import MonitoringMetrics
 from monitoring.config import MonitoringConfig
 from monitoring.pipeline import headline_figures
 from monitoring.store import MetricStore
+from transact.schema import DAY_MS
 
 __all__ = ["DashboardServer", "create_app", "dashboard_data", "start_dashboard"]
 
@@ -61,13 +62,14 @@ def dashboard_data(store: MetricStore) -> dict[str, Any]:
     {metric: {version: [[day, value], ...]}}, ``rates`` {head: {version: ...}}, ``alerts``,
     ``headline``. Days are days since the epoch (float)."""
     windows, decay, alerts = store.windows(), store.decay(), store.alerts()
-    day = 86_400_000.0
+    day = float(DAY_MS)
     return {
         "decay": _series(decay, "age_days", "engagement_rate_rel"),
         "diversity": {m: _series(windows, "window_start_ms", m, day) for m in DIVERSITY_METRICS},
         "rates": {m: _series(windows, "window_start_ms", m, day) for m in HEAD_RATES},
         "alerts": [{k: _clean(v) for k, v in vars(a).items()} for a in alerts],
         "headline": {k: _clean(v) for k, v in headline_figures(windows, decay, alerts).items()},
+        "day_ms": DAY_MS,
     }
 
 
@@ -140,7 +142,7 @@ fetch("api/dashboard").then(r=>r.json()).then(d=>{
   const body=document.querySelector("#alerts tbody");
   for(const a of d.alerts){const tr=document.createElement("tr");tr.className="alert";
     for(const v of [new Date(a.created_at_ms).toISOString(),a.kind,a.model_version,
-      (a.window_start_ms/86400000).toFixed(1),a.metric,a.value,a.reference,a.message]){
+      (a.window_start_ms/d.day_ms).toFixed(1),a.metric,a.value,a.reference,a.message]){
       const td=document.createElement("td");td.textContent=v;tr.appendChild(td);}
     body.appendChild(tr);}
   document.body.dataset.loaded="true";

@@ -35,7 +35,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transact.schema import HEADS, ActionType
+from transact.schema import HEADS, HOUR_MS, ActionType
 
 __all__ = ["SERVING_LOG_SCHEMA", "ParquetServingLog", "PostgresServingLog", "ServingLog",
            "ServingLogBuffer", "join_actions", "rows_from_rank_answer", "serving_log_table"]
@@ -221,7 +221,7 @@ class ServingLogBuffer:
 
 
 def join_actions(shown: pa.Table | pd.DataFrame, events: pa.Table | pd.DataFrame | Iterable,
-                 attribution_window_ms: int = 3_600_000) -> pd.DataFrame:
+                 attribution_window_ms: int = HOUR_MS) -> pd.DataFrame:
     """The serving log ``(N rows)`` with ``clicked``, ``saved``, ``hidden`` (bool) added.
 
     ``events`` has ``user_id, item_id, action_type, timestamp_ms`` (extra columns ignored;

@@ -40,7 +40,10 @@ import pandas as pd
 import pyarrow as pa
 
 from monitoring.logs import serving_log_table
-from transact.schema import DAY_MS, HEADS, SEQ_LEN, USER_EMB_DIM, ActionType
+from transact.schema import DAY_MS, HEADS, HOUR_MS, SEQ_LEN, USER_EMB_DIM, ActionType
+
+#: simulated time between two requests of one session
+REQUEST_GAP_MS = HOUR_MS // 120
 
 __all__ = ["EngineRanker", "HttpRanker", "SimulationResult", "SimulatorConfig", "UserSequences",
            "simulate"]
@@ -245,7 +248,7 @@ def simulate(cfg: SimulatorConfig, world: Any, ranker: Ranker, examples: Any,
         world.set_day(state, day)
         world.start_session(state, rng)
         for r in range(cfg.requests_per_day):
-            now = day_ms + int(cfg.session_hour * 3_600_000) + r * 30_000
+            now = day_ms + int(cfg.session_hour * HOUR_MS) + r * REQUEST_GAP_MS
             slates = np.zeros((len(user_ids), cfg.slate_size), np.int64)
             for i, user in enumerate(user_ids.tolist()):
                 n_pop = cfg.n_candidates // 2

@@ -75,9 +75,8 @@ def test_dashboard_json_and_prometheus_metrics(filled_store) -> None:
 def test_dashboard_page_draws_plots_with_data_in_headless_chromium(filled_store,
                                                                    tmp_path: Path) -> None:
     binary = chromium_binary()
-    if binary is None:
-        pytest.skip("no Chromium: install Debian's `chromium` package (apt-get install -y "
-                    "chromium); CI must have it for this test to run")
+    assert binary is not None, ("no Chromium: install Debian's `chromium` package "
+                                "(apt-get install -y chromium; .ci/run does it)")
     cfg, store = filled_store
     server = start_dashboard(cfg, store, port=0)
     try:

@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from transact.data.dataset import item_embedding_table, iter_event_parts, read_items
 from transact.errors import UserError
-from transact.model.item_graph import ItemGraphConfig, co_engagement_graph, train_item_embeddings
-
-GRAPH_FILE = "item_graph.parquet"
+from transact.model.item_graph import (
+    GRAPH_FILE,
+    ItemGraphConfig,
+    item_vectors_from_events,
+    write_item_graph,
+)
 
 
 def training_window_end(examples_dir: Path) -> int:
@@ -52,23 +52,11 @@ def run_item_embeddings(dataset_dir: Path | str, examples_dir: Path | str,
             columns[name].append(part.column(name).to_numpy()[early])
     events = {k: np.concatenate(v) if v else np.empty(0, np.int64) for k, v in columns.items()}
     content = item_embedding_table(read_items(dataset_dir))
-    graph = co_engagement_graph(events["user_id"], events["item_id"], events["action_type"],
-                                events["timestamp_ms"], len(content) - 1, cfg.window,
-                                cfg.session_gap_ms)
-    result = train_item_embeddings(content, graph, cfg)
-    ids = np.arange(1, len(content), dtype=np.int64)
-    table = pa.table({
-        "item_id": pa.array(ids),
-        "graph_emb": pa.FixedSizeListArray.from_arrays(
-            pa.array(result.embeddings[1:].ravel(), pa.float32()), cfg.dim),
-    })
-    pq.write_table(table, examples_dir / GRAPH_FILE, compression="zstd")
-    summary = {"window_end_ms": end_ms, "events_read": int(len(events["item_id"])),
-               "edges": result.n_edges, "items": int(len(ids)),
-               "items_with_neighbours": result.n_items_with_neighbours,
-               "final_loss": result.final_loss, "seconds": time.perf_counter() - started,
-               "config": asdict(cfg)}
-    (examples_dir / "item_graph.json").write_text(json.dumps(summary, indent=1))
+    result = item_vectors_from_events(content, events["user_id"], events["item_id"],
+                                      events["action_type"], events["timestamp_ms"], cfg)
+    summary = write_item_graph(examples_dir, result, cfg, {
+        "window_end_ms": end_ms, "events_read": int(len(events["item_id"])),
+        "seconds": time.perf_counter() - started})
     return summary
 
 

@@ -20,7 +20,8 @@ from transact.errors import UserError
 def test_job_learns_on_the_training_window_and_feeds_the_ranker(tmp_path: Path) -> None:
     world, examples = tmp_path / "world", tmp_path / "examples"
     generate_world(world, WorldConfig(n_users=120, n_items=300, n_days=6, seed=3))
-    build_examples(world, examples, ExampleConfig(test_days=1, val_days=1))
+    build_examples(world, examples, ExampleConfig(test_days=1, val_days=1,
+                                                  item_graph_mode="none"))
     with pytest.raises(UserError, match="item-embeddings"):
         load_training_data(examples, "graph")
     config = tmp_path / "graph.yaml"
@@ -37,3 +38,25 @@ def test_job_learns_on_the_training_window_and_feeds_the_ranker(tmp_path: Path) 
     norms = np.linalg.norm(data.item_table[1:301], axis=1)
     np.testing.assert_allclose(norms, 2.0, rtol=1e-4)  # every item gets a vector
     assert not data.item_table[0].any()
+
+
+@pytest.mark.slow
+def test_examples_carry_the_propagated_vectors_of_the_job(tmp_path: Path) -> None:
+    """By default the example builder writes the ``graph`` item vectors itself: the same as
+    the job's ``--mode propagated`` on the same training window."""
+    world, examples = tmp_path / "world", tmp_path / "examples"
+    generate_world(world, WorldConfig(n_users=120, n_items=300, n_days=6, seed=3))
+    build_examples(world, examples, ExampleConfig(test_days=1, val_days=1))
+    built = load_training_data(examples, "graph").item_table
+    summary = json.loads((examples / "item_graph.json").read_text())
+    stats = json.loads((examples / "stats.json").read_text())
+    assert summary["window_end_ms"] == stats["split_boundaries_ms"]["val_start"]
+    assert summary["config"]["mode"] == "propagated" and summary["edges"] > 0
+    result = CliRunner().invoke(app, ["item-embeddings", str(world), str(examples),
+                                      "--mode", "propagated"])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(load_training_data(examples, "graph").item_table, built,
+                               rtol=1e-5, atol=1e-6)
+    content = load_training_data(examples, "content").item_table
+    assert not np.allclose(built[1:301], content[1:301] / np.linalg.norm(
+        content[1:301], axis=1, keepdims=True) * 2.0)  # the graph moved them

@@ -74,6 +74,12 @@ class ExampleConfig:
     daily user-embedding Parquet (file or directory) to use instead of the mean-positive default.
     ``start_ms``: no examples for requests before it (their events still form later histories;
     the number skipped is counted), e.g. the first day a daily user embedding exists.
+    ``item_graph_mode``: the item vectors of ``item_representation="graph"`` written next to
+    the examples (``item_graph.parquet``) from the co-engagements of the *training window*
+    (events before the validation start): ``propagated`` (the default: the content vectors
+    propagated over the co-engagement graph, seconds, no training; see
+    :mod:`transact.model.item_graph`) or ``none``. The learned variant is the separate job
+    ``transact train item-embeddings --mode learned``.
     """
 
     seq_len: int = SEQ_LEN
@@ -85,6 +91,7 @@ class ExampleConfig:
     user_emb_path: str | None = None
     start_ms: int | None = None
     rows_per_chunk: int = 100_000
+    item_graph_mode: str = "propagated"
 
     def validate(self) -> ExampleConfig:
         """Raise :class:`UserError` naming the first bad setting; return ``self``."""
@@ -102,6 +109,9 @@ class ExampleConfig:
             raise UserError("set both test_fraction and val_fraction, or neither")
         if self.rows_per_chunk < 1:
             raise UserError("rows_per_chunk must be >= 1")
+        if self.item_graph_mode not in ("propagated", "none"):
+            raise UserError(f"item_graph_mode must be 'propagated' or 'none', got "
+                            f"{self.item_graph_mode!r}")
         return self
 
 
@@ -395,6 +405,9 @@ def build_examples(
     stats.positives = {s: {a.name.lower(): 0 for a in HEAD_ACTIONS} for s in SPLITS}
     seq_len_sum = 0
     part_counter = dict.fromkeys(SPLITS, 0)
+    # the training window's engagements, for the item vectors (``item_graph_mode``)
+    engaged: dict[str, list[np.ndarray]] = {
+        k: [] for k in ("user_id", "item_id", "action_type", "timestamp_ms")}
 
     progress_bar = None
     task = None
@@ -407,6 +420,12 @@ def build_examples(
     try:
         for path in parts:
             events = read_parquet_checked(path, EVENT_SCHEMA)
+            if cfg.item_graph_mode != "none":
+                codes = events.column("action_type").to_numpy()
+                early = ((events.column("timestamp_ms").to_numpy() < val_start)
+                         & np.isin(codes, (int(ActionType.CLICK), int(ActionType.SAVE))))
+                for name, values in engaged.items():
+                    values.append(events.column(name).to_numpy()[early])
             # Skips never enter sequences nor the default user embedding, so down-sampling
             # them before the build is exact.
             keep = _keep_mask(events, cfg.skip_keep_rate)
@@ -442,9 +461,35 @@ def build_examples(
             progress_bar.stop()
 
     stats.seq_len_mean = seq_len_sum / max(stats.total, 1)
+    _write_item_graph(out_dir, item_emb, engaged, cfg.item_graph_mode, val_start)
     stats.elapsed_s = time.perf_counter() - started
     (out_dir / "stats.json").write_text(json.dumps(asdict(stats), indent=2))
     return stats
+
+
+def _write_item_graph(out_dir: Path, content: np.ndarray, engaged: dict[str, list[np.ndarray]],
+                      mode: str, window_end_ms: int) -> None:
+    """The ``graph`` item vectors of the examples (see :class:`ExampleConfig`)."""
+    from transact.model.item_graph import (
+        GRAPH_FILE,
+        GRAPH_SUMMARY_FILE,
+        ItemGraphConfig,
+        item_vectors_from_events,
+        write_item_graph,
+    )
+
+    (out_dir / GRAPH_FILE).unlink(missing_ok=True)
+    (out_dir / GRAPH_SUMMARY_FILE).unlink(missing_ok=True)
+    if mode == "none":
+        return
+    started = time.perf_counter()
+    columns = {k: np.concatenate(v) if v else np.empty(0, np.int64) for k, v in engaged.items()}
+    cfg = ItemGraphConfig(mode=mode)
+    result = item_vectors_from_events(content, columns["user_id"], columns["item_id"],
+                                      columns["action_type"], columns["timestamp_ms"], cfg)
+    write_item_graph(out_dir, result, cfg, {
+        "window_end_ms": int(window_end_ms), "events_read": int(len(columns["item_id"])),
+        "seconds": time.perf_counter() - started, "made_by": "build_examples"})
 
 
 def read_examples(examples_dir: str | Path, split: str) -> pa.Table:

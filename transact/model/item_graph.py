@@ -24,9 +24,14 @@ on MovieLens a title embedding says little about who rates a film. This module l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
@@ -34,6 +39,11 @@ from torch import nn
 
 from transact.errors import UserError
 from transact.schema import ITEM_EMB_DIM, ActionType
+
+#: the item vectors of ``item_representation="graph"``, next to the examples
+GRAPH_FILE = "item_graph.parquet"
+#: what they were made from (window, events, edges, config)
+GRAPH_SUMMARY_FILE = "item_graph.json"
 
 
 @dataclass
@@ -224,3 +234,34 @@ def train_item_embeddings(content: np.ndarray, graph: sp.csr_matrix, cfg: ItemGr
     return ItemGraphResult(embeddings=emb, n_edges=len(pairs),
                            n_items_with_neighbours=int((np.diff(graph.indptr) > 0).sum()),
                            final_loss=loss_value)
+
+
+def item_vectors_from_events(content: np.ndarray, user_id: np.ndarray, item_id: np.ndarray,
+                             action_type: np.ndarray, timestamp_ms: np.ndarray,
+                             cfg: ItemGraphConfig) -> ItemGraphResult:
+    """Item vectors ``(n_items + 1, dim)`` from ``content`` ``(n_items + 1, E)`` and the
+    ``(N,)`` event columns the caller chose (the training window only: later engagements must
+    not shape the vectors the model is evaluated with)."""
+    graph = co_engagement_graph(user_id, item_id, action_type, timestamp_ms, len(content) - 1,
+                                cfg.window, cfg.session_gap_ms)
+    return train_item_embeddings(content, graph, cfg)
+
+
+def write_item_graph(examples_dir: Path | str, result: ItemGraphResult, cfg: ItemGraphConfig,
+                     extra: dict[str, Any]) -> dict[str, Any]:
+    """Write ``examples_dir/item_graph.parquet`` (``item_id``, ``graph_emb``) and the summary
+    ``item_graph.json`` (``extra`` + edges, items, config); return the summary."""
+    examples_dir = Path(examples_dir)
+    emb = result.embeddings
+    ids = np.arange(1, len(emb), dtype=np.int64)
+    table = pa.table({
+        "item_id": pa.array(ids),
+        "graph_emb": pa.FixedSizeListArray.from_arrays(
+            pa.array(emb[1:].ravel(), pa.float32()), emb.shape[1]),
+    })
+    pq.write_table(table, examples_dir / GRAPH_FILE, compression="zstd")
+    summary = {**extra, "edges": result.n_edges, "items": int(len(ids)),
+               "items_with_neighbours": result.n_items_with_neighbours,
+               "final_loss": result.final_loss, "config": asdict(cfg)}
+    (examples_dir / GRAPH_SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=float))
+    return summary

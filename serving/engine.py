@@ -27,7 +27,14 @@ layer's in-projection ``W = [W_s | W_c]``:
    ``Vo = Vs W_o^T`` ``(L, d)`` and ``U = W_o W_vc`` ``(d, E)`` are shared; per candidate
    there is one ``(L, L) x (L, d)`` product - and since ``Vo`` is the same for every candidate,
    all candidates' ``P`` stack into **one** ``(C L, L) x (L, d)`` GEMM.
-5. The residual ``t_i + out`` is followed by LayerNorm, which is non-linear per (candidate,
+6. **The similarity channel** (``candidate_similarity``): token ``i`` also carries
+   ``g_i = cos(e_i, c)``, one scalar per (candidate, token), with in-projection columns
+   ``w_q, w_k, w_v`` (per head). The logits gain the terms that depend on ``j``:
+   ``g_j (Qs_i.w_k + qc.w_k) + g_i g_j (w_q.w_k) + g_i (w_q.Ks_j)``: outer products of the
+   ``(C, L)`` similarities with shared ``(L,)`` vectors and one ``(C,)`` vector per head
+   (``qc.w_k = c . (W_qc^T w_k)``); the values gain ``(P g) (W_o w_v)`` and the residual
+   ``g_i``. Still exact, still one shared GEMM for ``P Vo``.
+7. The residual ``t_i + out`` is followed by LayerNorm, which is non-linear per (candidate,
    token): from there on (the first layer's FFN, every later layer, the output compression,
    the DCN v2 cross layers, the MLP) the work is per candidate. This is where the exact rewrite
    stops.
@@ -196,11 +203,12 @@ class RankingEngine:
             param.requires_grad_(False)
         self.item_table = np.ascontiguousarray(item_table, dtype=np.float32)
         enc = model.cfg.encoder
-        # token features the rewrite does not rebuild (learned positions, the similarity
-        # channel, an action-age embedding) take the model's own exact path
+        # token features the rewrite does not rebuild (learned positions, an action-age
+        # embedding) take the model's own exact path
         self.rewrite = (enc.kind == "transformer" and enc.fusion == "concat"
-                        and enc.positional == "none" and not enc.candidate_similarity
+                        and enc.positional == "none"
                         and not getattr(enc, "action_age", False))
+        self.similarity = bool(enc.candidate_similarity)
         self.split = enc.action_emb_dim + enc.item_emb_dim
         self.pin = self.device.type == "cuda"
         #: chunk workers: independent candidate chunks on separate threads, each running its
@@ -352,6 +360,7 @@ class RankingEngine:
         d = first.in_proj.weight.shape[1]
         head_dim = d // n_heads
         split = self.split
+        item_dim = seq_item_emb.shape[1]
         seq_part = torch.cat([enc.action_emb(seq_actions), seq_item_emb], dim=1)  # (L, A+E)
         if valid is not None:
             seq_part = seq_part * valid[:, None]
@@ -360,20 +369,30 @@ class RankingEngine:
         q_s, k_s, v_s = qkv.view(length, 3, n_heads, head_dim).permute(1, 2, 0, 3)  # (h, L, dh)
         scale = 1.0 / math.sqrt(head_dim)
         scores = (q_s @ k_s.transpose(1, 2)) * scale  # (h, L, L)
-        w_qc = w_in[:d, split:].reshape(n_heads, head_dim, -1)  # (h, dh, E)
+        w_qc = w_in[:d, split:split + item_dim].reshape(n_heads, head_dim, -1)  # (h, dh, E)
         key_bias = (k_s @ w_qc) * scale  # (h, L, E): r = key_bias @ c
         w_out = first.out_proj.weight  # (d, d)
         w_out_heads = w_out.view(d, n_heads, head_dim).permute(1, 2, 0)  # (h, dh, d)
         values_out = (v_s @ w_out_heads).reshape(n_heads * length, d)  # (h L, d)
-        w_vc = w_in[2 * d:, split:]  # (d, E)
+        w_vc = w_in[2 * d:, split:split + item_dim]  # (d, E)
         cand_out = w_out @ w_vc  # (d, E)
         if valid is not None:
             scores = scores.masked_fill(~valid[None, None, :], -math.inf)
+        sim = None
+        if self.similarity:  # step 6: the cos(e_i, c) channel, the in-projection's last column
+            w_q, w_k, w_v = w_in[:, -1].view(3, n_heads, head_dim)  # (h, dh) each
+            sim = SimilarityTerms(
+                seq_unit=F.normalize(seq_part[:, split - item_dim:split], dim=-1),  # (L, E)
+                query_side=torch.einsum("hld,hd->hl", q_s, w_k) * scale,  # (h, L)
+                key_side=torch.einsum("hld,hd->hl", k_s, w_q) * scale,  # (h, L)
+                cand_side=torch.einsum("hde,hd->he", w_qc, w_k) * scale,  # (h, E)
+                both=(w_q * w_k).sum(dim=1) * scale,  # (h,)
+                value_out=torch.einsum("hdo,hd->ho", w_out_heads, w_v))  # (h, d)
         return SharedSequence(seq_part=seq_part, scores=scores,
                               key_bias=key_bias.reshape(n_heads * length, -1),
                               values_out=values_out, cand_out=cand_out,
                               out_bias=first.out_proj.bias, valid=valid, n_heads=n_heads,
-                              length=length)
+                              length=length, sim=sim)
 
     def encode_candidates(self, shared: SharedSequence, cand: torch.Tensor) -> torch.Tensor:
         """Encoder output ``(C, output_dim)`` for candidates ``cand (C, E)`` of one request."""
@@ -383,18 +402,54 @@ class RankingEngine:
         size = cand.shape[0]
         n_heads, length = shared.n_heads, shared.length
         key_bias = (cand @ shared.key_bias.T).view(size, n_heads, 1, length)  # (C, h, 1, L)
-        probs = torch.softmax(shared.scores[None] + key_bias, dim=-1)  # (C, h, L, L)
+        logits = shared.scores[None] + key_bias  # (C, h, L, L)
+        sim = shared.sim
+        cos = None
+        if sim is not None:
+            cos = F.normalize(cand, dim=-1) @ sim.seq_unit.T  # (C, L); zero at padded slots
+            cos_keys = cos[:, None, None, :]  # g_j
+            cos_queries = cos[:, None, :, None]  # g_i
+            per_query = (sim.query_side[None, :, :, None]  # Qs_i.w_k + qc.w_k + g_i w_q.w_k
+                         + (cand @ sim.cand_side.T)[:, :, None, None]
+                         + cos_queries * sim.both[None, :, None, None])
+            logits = logits + cos_keys * per_query + cos_queries * sim.key_side[None, :, None, :]
+        probs = torch.softmax(logits, dim=-1)  # (C, h, L, L)
+        weighted_cos = None
+        if cos is not None:
+            weighted_cos = probs @ cos[:, None, :, None]  # (C, h, L, 1): P g per head
         probs = probs.permute(0, 2, 1, 3).reshape(size * length, n_heads * length)
         out = (probs @ shared.values_out).view(size, length, -1)  # (C, L, d): one GEMM
         out += F.linear(cand, shared.cand_out, shared.out_bias)[:, None, :]
+        item_dim = cand.shape[1]
         out[:, :, : self.split] += shared.seq_part
-        out[:, :, self.split:] += cand[:, None, :]
+        out[:, :, self.split:self.split + item_dim] += cand[:, None, :]
+        if sim is not None and cos is not None and weighted_cos is not None:
+            out += torch.einsum("chl,ho->clo", weighted_cos[..., 0], sim.value_out)
+            out[:, :, -1] += cos
         hidden = first.norm1(out)
         hidden = first.norm2(first.linear2(first.linear1(hidden).relu_()).add_(hidden))
         mask = None if shared.valid is None else shared.valid[None, None, None, :]
         for layer in enc.layers[1:]:
             hidden = _layer_forward(layer, hidden, mask)
         return _compress(hidden, shared.valid, ecfg.first_k, ecfg.max_pool)
+
+
+@dataclass
+class SimilarityTerms:
+    """Per-request tensors of the similarity channel (step 6; ``h`` heads, scaled by
+    ``1 / sqrt(d_h)`` where they enter the logits).
+
+    ``seq_unit (L, E)`` unit sequence item vectors (zero rows at padding), ``query_side (h, L)``
+    ``Qs_i . w_k``, ``key_side (h, L)`` ``w_q . Ks_j``, ``cand_side (h, E)`` ``W_qc^T w_k``,
+    ``both (h,)`` ``w_q . w_k``, ``value_out (h, d)`` ``W_o w_v`` per head.
+    """
+
+    seq_unit: torch.Tensor
+    query_side: torch.Tensor
+    key_side: torch.Tensor
+    cand_side: torch.Tensor
+    both: torch.Tensor
+    value_out: torch.Tensor
 
 
 @dataclass
@@ -414,6 +469,7 @@ class SharedSequence:
     valid: torch.Tensor | None
     n_heads: int
     length: int
+    sim: SimilarityTerms | None = None
 
 
 def _layer_forward(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None

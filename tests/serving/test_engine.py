@@ -84,19 +84,22 @@ def test_parallel_chunk_workers_are_exact() -> None:
     {"num_layers": 1},
     {"input_norm": "block", "use_batch_user_emb": False, "use_sequence_stats": False},
     {"n_cross_layers": 2, "input_norm": "none"},
+    {"candidate_similarity": True},
+    {"candidate_similarity": True, "num_heads": 4, "num_layers": 1, "action_emb_dim": 31},
 ])
 def test_engine_is_exact_across_configurations(variant: dict) -> None:
     model, table = model_of(1, **dict(variant))
     rng = np.random.default_rng(1)
     for bucketed in (False, True):
         engine = RankingEngine(model, table, EngineConfig(chunk_size=32, bucketed=bucketed))
+        assert engine.rewrite
         for n_seq in (0, 4, 33, 100):
             assert_exact(engine, model, table, random_request(rng, n_seq, 70))
 
 
 @pytest.mark.parametrize("variant", [
     {"kind": "avg"}, {"kind": "none"}, {"fusion": "append"}, {"positional": "learned"},
-    {"candidate_similarity": True}, {"kind": "lstm"},
+    {"kind": "lstm"},
 ])
 def test_baseline_encoders_fall_back_to_the_model(variant: dict) -> None:
     model, table = model_of(2, **dict(variant))
@@ -148,3 +151,25 @@ def test_empty_candidate_list_scores_nothing() -> None:
     req = random_request(np.random.default_rng(0), 10, 1)
     req.candidate_item_ids = np.zeros(0, np.int64)
     assert engine.score(req).shape == (0, 3)
+
+
+@pytest.mark.parametrize("bucketed", [False, True])
+def test_similarity_channel_is_exact_when_it_dominates(bucketed: bool) -> None:
+    """A strong cos(item, candidate) column in the first in-projection: the rewrite's extra
+    logit, value and residual terms must match the plain model (and they matter)."""
+    model, table = model_of(4, candidate_similarity=True, num_heads=2, action_emb_dim=31)
+    first = model.encoder.layers[0]
+    with torch.no_grad():
+        first.in_proj.weight[:, -1] = torch.randn(first.in_proj.weight.shape[0]) * 3.0
+    engine = RankingEngine(model, table, EngineConfig(chunk_size=32, bucketed=bucketed))
+    assert engine.rewrite
+    rng = np.random.default_rng(4)
+    requests = [random_request(rng, n_seq, 50) for n_seq in (1, 7, 64, 100)]
+    with_channel = [engine.score(req) for req in requests]
+    for req in requests:
+        assert_exact(engine, model, table, req)
+    with torch.no_grad():
+        first.in_proj.weight[:, -1] = 0.0
+    without = [RankingEngine(model, table).score(req) for req in requests]
+    assert max(float(np.abs(a - b).max()) for a, b in zip(with_channel, without,
+                                                          strict=True)) > 1e-3

@@ -29,7 +29,6 @@ import copy
 import datetime as dt
 import json
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +44,8 @@ from transact.schema import DAY_MS, HEADS, HOUR_MS, SEQ_LEN, USER_EMB_DIM, Actio
 #: simulated time between two requests of one session
 REQUEST_GAP_MS = HOUR_MS // 120
 
-__all__ = ["EngineRanker", "HttpRanker", "SimulationResult", "SimulatorConfig", "UserSequences",
-           "simulate"]
+__all__ = ["EndpointError", "EngineRanker", "HttpRanker", "SimulationResult", "SimulatorConfig",
+           "Slate", "UserSequences", "simulate"]
 
 _SEQUENCE_CODES = (int(ActionType.CLICK), int(ActionType.SAVE), int(ActionType.HIDE))
 
@@ -105,35 +104,88 @@ class EngineRanker:
 
 
 @dataclass
+class Slate:
+    """What one ranking request showed: the items in shown order, their per-head
+    probabilities ``(k, H)`` and utilities, and the answering model; ``request_id`` and
+    ``sequence_length`` when an endpoint answered (its own request id, the length of the
+    realtime sequence it read from the online store)."""
+
+    items: np.ndarray
+    probs: np.ndarray
+    utility: np.ndarray
+    version: str
+    request_id: int | None = None
+    sequence_length: int | None = None
+
+
+class EndpointError(RuntimeError):
+    """The ranking endpoint answered an error (status and message in the text)."""
+
+
+@dataclass
 class HttpRanker:
-    """The real endpoint: ``POST {url}/rank``; :meth:`send_events` posts the actions back to
-    ``/events`` (the stream → processor → online store feeds the next ``/rank``)."""
+    """The real endpoint (``transact serve``): :meth:`rank` is one ``POST {url}/rank`` with
+    ``top_k = slate_size``, so the slate the server returns (and writes to its serving log) is
+    exactly what the simulated user sees; :meth:`send_events` posts the user's outcomes —
+    clicks, saves, hides *and* skips, with the server's request ids — to ``POST /events``
+    (the stream → processor → online store feed the next ``/rank``).
+
+    The realtime sequence and the batch embedding come from the server's online store: the
+    ``seq`` / ``user_emb`` arguments are ignored."""
 
     url: str
     version: str = "http"
-    timeout_s: float = 60.0
+    timeout_s: float = 120.0
+    requests: int = 0
 
     def _post(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
+        import urllib.error
+
         req = urllib.request.Request(self.url.rstrip("/") + route, data=json.dumps(body).encode(),
                                      headers={"content-type": "application/json"})
-        with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-            return dict(json.loads(resp.read()))
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310
+                return dict(json.loads(resp.read()))
+        except urllib.error.HTTPError as err:
+            raise EndpointError(f"POST {route} answered {err.code}: "
+                                f"{err.read()[:500].decode(errors='replace')}") from err
+
+    def rank(self, user_id: int, candidates: np.ndarray, request_time_ms: int, k: int
+             ) -> Slate:
+        answer = self._post("/rank", {"user_id": int(user_id),
+                                      "candidates": [int(c) for c in candidates],
+                                      "request_time_ms": int(request_time_ms), "top_k": int(k)})
+        self.requests += 1
+        self.version = str(answer["model_version"])
+        items = answer["items"]
+        return Slate(items=np.array([int(it["item_id"]) for it in items], np.int64),
+                     probs=np.array([[float(it["scores"][h]) for h in HEADS] for it in items],
+                                    np.float32).reshape(len(items), len(HEADS)),
+                     utility=np.array([float(it["utility"]) for it in items], np.float32),
+                     version=self.version, request_id=int(answer["request_id"]),
+                     sequence_length=int(answer["sequence_length"]))
 
     def score(self, user_id: int, seq: tuple[np.ndarray, np.ndarray, np.ndarray],
               user_emb: np.ndarray, candidates: np.ndarray, request_time_ms: int
               ) -> np.ndarray:
-        answer = self._post("/rank", {"user_id": int(user_id),
-                                      "candidates": [int(c) for c in candidates],
-                                      "request_time_ms": int(request_time_ms)})
-        self.version = str(answer["model_version"])
-        by_item = {int(it["item_id"]): [it["scores"][h] for h in HEADS]
-                   for it in answer["items"]}
+        """Probabilities ``(C, H)`` of every candidate (one ``/rank`` with all of them)."""
+        slate = self.rank(user_id, candidates, request_time_ms, len(candidates))
+        by_item = {int(i): p for i, p in zip(slate.items, slate.probs, strict=True)}
         return np.array([by_item[int(c)] for c in candidates], np.float32)
 
-    def send_events(self, events: pa.Table) -> None:
-        rows = events.to_pylist()
-        for start in range(0, len(rows), 1000):
-            self._post("/events", {"events": rows[start:start + 1000]})
+    def send_events(self, events: pa.Table | pd.DataFrame, batch: int = 1000) -> int:
+        """``POST /events`` in batches of ``batch`` (the server's ``max_events``); returns the
+        number appended."""
+        frame = events.to_pandas() if isinstance(events, pa.Table) else events
+        cols = ["event_id", "user_id", "item_id", "action_type", "timestamp_ms", "surface",
+                "request_id"]
+        rows = [{c: (v if c == "surface" else int(v)) for c, v in zip(cols, row, strict=True)}
+                for row in frame[cols].itertuples(index=False)]
+        appended = 0
+        for start in range(0, len(rows), batch):
+            appended += int(self._post("/events", {"events": rows[start:start + batch]})
+                            ["appended"])
+        return appended
 
 
 @dataclass
@@ -172,6 +224,9 @@ class SimulationResult:
     promoted_at_ms: dict[str, int]
     seconds: float
     retrains: list[dict[str, Any]] = field(default_factory=list)
+    #: per request: ``request_id, user_id, request_time_ms, sequence_length`` (the length the
+    #: endpoint read from its online store; -1 in process)
+    requests: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _initial_sequences(examples: Any, user_ids: np.ndarray) -> UserSequences:
@@ -191,27 +246,45 @@ def _initial_sequences(examples: Any, user_ids: np.ndarray) -> UserSequences:
     return seqs
 
 
+#: ``scheduler(day, day_ms, events_so_far)``: called before each simulated day with the
+#: action stream so far; returns ``None`` or a record of what ran (e.g. a DAG run) with
+#: ``"promoted_version"`` / ``"promoted_at_ms"`` when a new model now serves
+Scheduler = Callable[[int, int, pd.DataFrame], "dict[str, Any] | None"]
+
+
 def simulate(cfg: SimulatorConfig, world: Any, ranker: Ranker, examples: Any,
              item_table_known: np.ndarray, start_ms: int,
              retrainer: Callable[[Any, int], Ranker] | None = None,
-             progress: Callable[[str], None] | None = None) -> SimulationResult:
+             progress: Callable[[str], None] | None = None, *,
+             feedback: Callable[[pd.DataFrame], None] | None = None,
+             scheduler: Scheduler | None = None,
+             user_ids: np.ndarray | None = None) -> SimulationResult:
     """Run ``cfg`` on ``world`` (:class:`~transact.data.synthetic_world.SyntheticWorld`).
 
     ``examples`` (:class:`~transact.model.features.ExampleArrays`) give the simulated users
-    (the ``n_users`` with the newest rows) their starting sequence and batch embedding;
-    ``item_table_known`` ``(n_items + 1,)`` bool marks items the ranker can score; ``start_ms``
-    is day 0 of the world (its ``start_date``). ``retrainer(rows, now_ms)`` returns the new
-    ranker on a retraining day (``rows``: the simulated impressions so far, as
-    ``ExampleArrays``).
+    (the ``n_users`` with the newest rows, or ``user_ids``) their starting sequence and batch
+    embedding; ``item_table_known`` ``(n_items + 1,)`` bool marks items the ranker can score;
+    ``start_ms`` is day 0 of the world (its ``start_date``). ``retrainer(rows, now_ms)``
+    returns the new ranker on a retraining day (``rows``: the simulated impressions so far,
+    as ``ExampleArrays``).
+
+    A ranker with a ``rank(user_id, candidates, request_time_ms, k) -> Slate`` method (the
+    endpoint, :class:`HttpRanker`) chooses the slate itself; otherwise the simulator takes the
+    top ``slate_size`` of ``score`` by utility. ``feedback(events)`` receives each request
+    round's outcomes (every impression, skips included, with the request ids) as soon as the
+    users acted — the endpoint mode posts them to ``/events`` and runs the stream processor;
+    ``scheduler`` runs before each day (the retraining DAG in simulated time).
     """
     from transact.model.features import ExampleArrays
 
     started = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
-    users_all = np.unique(examples.user_id)
-    newest = pd.Series(examples.request_time_ms).groupby(examples.user_id).max()
-    user_ids = np.sort(newest.sort_values(ascending=False).index.to_numpy()[: cfg.n_users]
-                       if len(users_all) > cfg.n_users else users_all).astype(np.int64)
+    if user_ids is None:
+        users_all = np.unique(examples.user_id)
+        newest = pd.Series(examples.request_time_ms).groupby(examples.user_id).max()
+        user_ids = (newest.sort_values(ascending=False).index.to_numpy()[: cfg.n_users]
+                    if len(users_all) > cfg.n_users else users_all)
+    user_ids = np.sort(np.asarray(user_ids)).astype(np.int64)
     seqs = _initial_sequences(examples, user_ids)
     if not cfg.realtime:
         seqs = UserSequences(np.zeros_like(seqs.item_ids), np.zeros_like(seqs.action_types),
@@ -228,6 +301,7 @@ def simulate(cfg: SimulatorConfig, world: Any, ranker: Ranker, examples: Any,
                                                             f"score_{h}" for h in HEADS))}
     event_rows: list[np.ndarray] = []
     train_rows: list[dict[str, Any]] = []
+    request_rows: list[tuple[int, int, int, int]] = []
     promoted = {ranker.version: start_ms + first_day * DAY_MS}
     retrains: list[dict[str, Any]] = []
     request_id, event_id = 10**12, 10**12
@@ -235,6 +309,14 @@ def simulate(cfg: SimulatorConfig, world: Any, ranker: Ranker, examples: Any,
     for day in range(first_day, first_day + cfg.n_days):
         day_ms = start_ms + day * DAY_MS
         weekday = (start_date + dt.timedelta(days=day)).weekday()
+        if scheduler is not None:
+            so_far = _events_frame(event_rows)
+            record = scheduler(day, day_ms, so_far)
+            if record is not None:
+                retrains.append(record)
+                if record.get("promoted_version"):
+                    promoted.setdefault(str(record["promoted_version"]),
+                                        int(record.get("promoted_at_ms", day_ms)))
         if retrainer is not None and weekday in cfg.retrain_weekdays and train_rows:
             t0 = time.perf_counter()
             rows = ExampleArrays.concat([r["rows"] for r in train_rows])
@@ -250,59 +332,84 @@ def simulate(cfg: SimulatorConfig, world: Any, ranker: Ranker, examples: Any,
         for r in range(cfg.requests_per_day):
             now = day_ms + int(cfg.session_hour * HOUR_MS) + r * REQUEST_GAP_MS
             slates = np.zeros((len(user_ids), cfg.slate_size), np.int64)
+            round_ids = np.zeros(len(user_ids), np.int64)
             for i, user in enumerate(user_ids.tolist()):
                 n_pop = cfg.n_candidates // 2
                 cands = np.unique(np.concatenate([
                     rng.choice(known, size=n_pop, p=pop),
                     rng.choice(known, size=cfg.n_candidates - n_pop)]))
                 seq = (seqs.item_ids[i], seqs.action_types[i], seqs.timestamps_ms[i])
-                probs = np.asarray(ranker.score(user, seq, seqs.user_emb[i], cands, now),
-                                   np.float32)
-                utility = probs @ weights
-                top = np.argsort(-utility, kind="stable")[: cfg.slate_size]
-                slates[i] = cands[top]
+                if hasattr(ranker, "rank"):
+                    slate: Slate = ranker.rank(user, cands, now, cfg.slate_size)
+                else:
+                    probs = np.asarray(ranker.score(user, seq, seqs.user_emb[i], cands, now),
+                                       np.float32)
+                    utility = probs @ weights
+                    top = np.argsort(-utility, kind="stable")[: cfg.slate_size]
+                    slate = Slate(cands[top], probs[top], utility[top], ranker.version)
+                if len(slate.items) != cfg.slate_size:
+                    raise EndpointError(f"the ranker returned {len(slate.items)} items, "
+                                        f"expected {cfg.slate_size}")
+                slates[i] = slate.items
                 request_id += 1
-                s = len(top)
-                shown_cols["request_id"] += [request_id] * s
+                rid = request_id if slate.request_id is None else slate.request_id
+                round_ids[i] = rid
+                request_rows.append((rid, int(user), now, -1 if slate.sequence_length is None
+                                     else slate.sequence_length))
+                s = len(slate.items)
+                shown_cols["request_id"] += [rid] * s
                 shown_cols["user_id"] += [user] * s
-                shown_cols["item_id"] += cands[top].tolist()
+                shown_cols["item_id"] += slate.items.tolist()
                 shown_cols["position"] += list(range(s))
-                shown_cols["utility"] += utility[top].tolist()
-                shown_cols["model_version"] += [ranker.version] * s
+                shown_cols["utility"] += slate.utility.tolist()
+                shown_cols["model_version"] += [slate.version] * s
                 shown_cols["request_time_ms"] += [now] * s
                 for j, h in enumerate(HEADS):
-                    shown_cols[f"score_{h}"] += probs[top, j].tolist()
-                train_rows.append({"day": day, "user_row": i, "request_id": request_id,
-                                   "now": now, "items": cands[top], "seq": tuple(
-                                       a.copy() for a in seq), "emb": seqs.user_emb[i]})
+                    shown_cols[f"score_{h}"] += slate.probs[:, j].tolist()
+                if retrainer is not None:
+                    train_rows.append({"day": day, "user_row": i, "request_id": rid,
+                                       "now": now, "items": slate.items, "seq": tuple(
+                                           a.copy() for a in seq), "emb": seqs.user_emb[i]})
             actions = world.respond(state, slates, rng)
             world.observe(state, slates, actions)
+            first_row = len(event_rows)
             for i, user in enumerate(user_ids.tolist()):
                 times = now + 1_000 + np.arange(cfg.slate_size, dtype=np.int64)
-                rid = train_rows[-len(user_ids) + i]["request_id"]
                 ids = event_id + np.arange(cfg.slate_size)
                 event_id += cfg.slate_size
                 event_rows.append(np.stack([ids, np.full(cfg.slate_size, user), slates[i],
                                             actions[i].astype(np.int64), times,
-                                            np.full(cfg.slate_size, rid)], axis=1))
+                                            np.full(cfg.slate_size, round_ids[i])], axis=1))
                 if cfg.realtime:
                     seqs.push(i, slates[i], actions[i].astype(np.int64), times)
-                train_rows[-len(user_ids) + i]["actions"] = actions[i].astype(np.int64)
+                if retrainer is not None:
+                    train_rows[-len(user_ids) + i]["actions"] = actions[i].astype(np.int64)
+            if feedback is not None:
+                feedback(_events_frame(event_rows[first_row:]))
         # keep only the training rows a retrain can use, as compact example arrays
         _compact(train_rows, day - cfg.retrain_window_days + 1)
         if progress:
-            progress(f"  day {day}: {len(user_ids) * cfg.requests_per_day} requests")
+            progress(f"  day {day}: {len(user_ids) * cfg.requests_per_day} requests "
+                     f"({time.perf_counter() - started:.0f} s)")
     n = len(shown_cols["request_id"])
     shown = serving_log_table({**{k: np.asarray(v) for k, v in shown_cols.items()
                                   if k not in ("model_version",)},
                                "position": np.asarray(shown_cols["position"], np.int32),
                                "model_version": shown_cols["model_version"],
                                "surface": ["homefeed"] * n})
+    requests = pd.DataFrame(request_rows, columns=["request_id", "user_id", "request_time_ms",
+                                                   "sequence_length"])
+    return SimulationResult(shown, _events_frame(event_rows), promoted,
+                            time.perf_counter() - started, retrains, requests)
+
+
+def _events_frame(event_rows: list[np.ndarray]) -> pd.DataFrame:
+    """The action stream (:data:`transact.schema.EVENT_SCHEMA` columns) of ``event_rows``."""
     ev = np.concatenate(event_rows) if event_rows else np.zeros((0, 6), np.int64)
     events = pd.DataFrame(ev, columns=["event_id", "user_id", "item_id", "action_type",
                                        "timestamp_ms", "request_id"])
     events["surface"] = "homefeed"
-    return SimulationResult(shown, events, promoted, time.perf_counter() - started, retrains)
+    return events
 
 
 def _compact(train_rows: list[dict[str, Any]], oldest_day: int) -> None:

@@ -5,7 +5,15 @@ batch only. Every arm runs the same simulated users, days, candidates and seeds.
     .venv/bin/python bench/bench_monitoring.py --dataset artifacts/demo/synthetic \
         --examples artifacts/demo/examples_synthetic --out artifacts/monitoring_sim
 
-(the demo's world and examples: `make demo` first). Models are trained here with one budget
+(the demo's world and examples: `make demo` first). With `--endpoint` the arms `no_retrain`
+and `dag_retrain` run through the real services instead: `transact serve` (serving log written
+by the server), `POST /events` → stream processor → online store, and the
+`retrain_twice_weekly` Airflow DAG in simulated time (`monitoring/endpoint.py`):
+
+    .venv/bin/python bench/bench_monitoring.py --endpoint --dataset artifacts/demo/synthetic \
+        --embeddings artifacts/demo/pinnerformer --out artifacts/monitoring_endpoint/run \
+        --docs docs/monitoring --users 50 --days 8 --candidates 50
+ Models are trained here with one budget
 (`--train-rows`): TransAct with the mask, without it, and the no-sequence (batch only) model.
 Writes the metrics database (the dashboard reads it), `results.json` and the plots; with
 `--docs DIR` the plots and JSON are also copied there.
@@ -139,6 +147,264 @@ def plot(results: dict[str, pd.DataFrame], decay: pd.DataFrame, out: Path) -> li
     return paths
 
 
+# ------------------------------------------------------------------------ --endpoint mode
+ENDPOINT_ARMS = ("no_retrain", "dag_retrain")
+
+
+def placeholder_examples(user_ids: np.ndarray, t_ms: int) -> object:
+    """One empty example row per simulated user: in endpoint mode the server reads the users'
+    sequences and batch embeddings from its online store, the simulator's copy is unused."""
+    from transact.model.features import ExampleArrays
+    from transact.schema import HEADS, SEQ_LEN, USER_EMB_DIM
+
+    n = len(user_ids)
+    z = np.zeros((n, SEQ_LEN), np.int64)
+    return ExampleArrays(
+        request_id=np.arange(n, dtype=np.int64), user_id=np.asarray(user_ids, np.int64),
+        item_id=np.ones(n, np.int64), request_time_ms=np.full(n, t_ms, np.int64),
+        surface_id=np.ones(n, np.int64), labels=np.zeros((n, len(HEADS)), np.float32),
+        seq_item_ids=z, seq_action_types=z.copy(), seq_timestamps_ms=z.copy(),
+        user_batch_emb=np.zeros((n, USER_EMB_DIM), np.float32),
+        user_weight=np.ones(n, np.float32))
+
+
+def choose_users(dataset: Path, n_sim: int, n_dag: int, seed: int) -> tuple[np.ndarray,
+                                                                            np.ndarray]:
+    """``(simulated users, users kept in the DAG's dataset)``: the ``n_sim`` users active most
+    recently, and those plus a seeded sample of the others up to ``n_dag``."""
+    from transact.data.dataset import iter_event_parts
+
+    last: dict[int, int] = {}
+    for part in iter_event_parts(dataset):
+        frame = part.select(["user_id", "timestamp_ms"]).to_pandas()
+        for user, ts in frame.groupby("user_id")["timestamp_ms"].max().items():
+            last[int(user)] = max(int(ts), last.get(int(user), 0))
+    order = sorted(last, key=lambda u: (-last[u], u))
+    sim = np.sort(np.array(order[:n_sim], np.int64))
+    rest = np.array(order[n_sim:], np.int64)
+    rng = np.random.default_rng(seed)
+    extra = rng.choice(rest, size=max(0, min(len(rest), n_dag - n_sim)), replace=False)
+    return sim, np.sort(np.concatenate([sim, extra]))
+
+
+def run_endpoint(args: argparse.Namespace) -> None:
+    """The arms through the real services: `transact serve` + /events + stream processor, and
+    the retraining DAG in simulated time (see docs/monitoring.md)."""
+    import datetime as dt
+
+    from monitoring.endpoint import (
+        DAG_HOUR_UTC,
+        DagScheduler,
+        ServingProcess,
+        StreamFeedback,
+        airflow_env,
+        endpoint_monitoring_inputs,
+        prepare_dataset,
+        seed_feature_store,
+    )
+    from monitoring.simulator import HttpRanker
+    from transact.data.synthetic_world import SyntheticWorld, WorldConfig
+    from transact.schema import HOUR_MS
+
+    started = time.perf_counter()
+    out = args.out.resolve()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+    def log(text: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f} s] {text}", flush=True)
+
+    meta = json.loads((args.dataset / "meta.json").read_text())
+    world_cfg = WorldConfig.from_dict(meta["params"])
+    world = SyntheticWorld(world_cfg)
+    first_day = world_cfg.n_days
+    sim_start_ms = world_cfg.start_ms + first_day * DAY_MS
+    start_date = dt.date.fromisoformat(str(world_cfg.start_date))
+    sim_users, dag_users = choose_users(args.dataset, args.users, args.dag_users, args.seed)
+    log(f"{len(sim_users)} simulated users; the DAG's dataset keeps {len(dag_users)} users")
+    base = prepare_dataset(args.dataset, out / "dataset_base", dag_users)
+    embeddings = out / "pinnerformer"
+    shutil.copytree(args.embeddings, embeddings)
+    registry = out / "registry"
+    overrides: dict[str, object] = {
+        "work_dir": str(out / "pipeline"), "embeddings_dir": str(embeddings),
+        "feature_root": str(out / "pipeline_features"),
+        "retrain.registry.root": str(registry),
+        "retrain.train.max_train_examples": args.dag_train_rows,
+        "retrain.train.max_steps": args.dag_steps,
+        "retrain.train.max_eval_requests": 1_000,
+        "retrain.max_gate_requests": args.gate_requests}
+    env = airflow_env(out / "airflow")
+    catalogue = ItemCatalogue(world.content_emb, world.item_topic)
+    known = np.zeros(len(world.item_topic), bool)
+    known[1:] = True
+    db = out / "metrics.db"
+    mon_cfg = MonitoringConfig(metrics_url=f"sqlite:///{db}")
+    mon_cfg.alerts.min_impressions = 500
+    store = MetricStore(mon_cfg.metrics_url)
+
+    # the first champion: a (manual) run of the retraining DAG on the world's data, at the
+    # start of the simulation; the gate compares it with a random ranking
+    boot_dataset = out / "dataset_boot"
+    shutil.copytree(base, boot_dataset)
+    boot = DagScheduler(env, boot_dataset, {**overrides, "dataset_dir": str(boot_dataset)},
+                        start_date, log_dir=out / "dag_logs", progress=log)
+    log("bootstrap: retrain_twice_weekly on the world's data ...")
+    boot_record = boot.run(sim_start_ms + DAG_HOUR_UTC * HOUR_MS, "bootstrap")
+    log(f"bootstrap: {boot_record['state']}, version {boot_record['candidate_version']}, "
+        f"gate {boot_record['gate']} ({boot_record['gate_reason']}), "
+        f"{boot_record['seconds']} s")
+    if boot_record["state"] != "success" or not boot_record["candidate_version"]:
+        raise SystemExit(f"the bootstrap DAG run failed: {boot_record}")
+    if boot_record["gate"] != "promoted":
+        # the simulation needs a first champion: promote the bootstrap candidate by hand (as
+        # `transact registry promote` would) and say so; the scheduled runs keep the real gate
+        from transact.registry import ModelRegistry, RegistryConfig
+
+        version = str(boot_record["candidate_version"])
+        reg = ModelRegistry(RegistryConfig(root=str(registry)))
+        reg.promote(version, f"bootstrap of the endpoint simulation; the gate said: "
+                             f"{boot_record['gate_reason']}")
+        reg.set_version_tags(version, {"stage": "champion",
+                                       "sim.promoted_at_ms": str(sim_start_ms)})
+        boot_record.update(promoted_version=version, promoted_at_ms=sim_start_ms,
+                           promoted_by_hand=True)
+        log(f"bootstrap: version {version} promoted by hand (the gate rejected it)")
+    summary: dict[str, object] = {
+        "mode": "endpoint", "args": {k: str(v) for k, v in vars(args).items()},
+        "simulated_users": sim_users.tolist(), "dag_dataset_users": int(len(dag_users)),
+        "bootstrap": boot_record, "arms": {}}
+    per_day: dict[str, pd.DataFrame] = {}
+    for arm in args.arms.split(","):
+        if arm not in ENDPOINT_ARMS:
+            raise SystemExit(f"unknown endpoint arm {arm!r}; choose from {ENDPOINT_ARMS}")
+        t_arm = time.perf_counter()
+        arm_dir = out / arm
+        seeded = seed_feature_store(arm_dir / "features", base, embeddings, sim_users,
+                                    sim_start_ms)
+        log(f"arm {arm}: feature store seeded ({seeded['events_published']} events of the "
+            f"simulated users replayed, {seeded['engagements']} engagements)")
+        server = ServingProcess(model_uri="models:/transact-ranker@champion",
+                                features_root=arm_dir / "features",
+                                serving_log_dir=arm_dir / "serving_log",
+                                workdir=arm_dir / "serve", registry_root=registry)
+        ready = server.start()
+        log(f"arm {arm}: transact serve at {server.url}, model {ready['model_version']}")
+        scheduler = None
+        try:
+            ranker = HttpRanker(server.url, version=str(ready["model_version"]))
+            feedback = StreamFeedback(ranker, arm_dir / "features")
+            if arm == "dag_retrain":
+                dataset = arm_dir / "dataset"
+                shutil.copytree(base, dataset)
+                scheduler = DagScheduler(
+                    env, dataset, {**overrides, "dataset_dir": str(dataset),
+                                   "serving_url": server.url,
+                                   "serving_admin_token": server.admin_token},
+                    start_date, server=server, log_dir=out / "dag_logs", progress=log)
+            sim_cfg = SimulatorConfig(n_users=len(sim_users), n_days=args.days,
+                                      requests_per_day=args.requests_per_day,
+                                      n_candidates=args.candidates, seed=args.seed)
+            result = simulate(sim_cfg, world, ranker,
+                              placeholder_examples(sim_users, sim_start_ms - DAY_MS), known,
+                              world_cfg.start_ms, progress=log, feedback=feedback,
+                              scheduler=scheduler, user_ids=sim_users)
+        finally:
+            server.stop()
+        shown, events = endpoint_monitoring_inputs(arm_dir / "serving_log",
+                                                   arm_dir / "features", sim_start_ms)
+        shown = shown.to_pandas()
+        shown["model_version"] = arm + ":" + shown["model_version"]
+        # simulated promotion times: the bootstrap run's and each promoting DAG run's
+        # logical date (the registry's own alias history is stamped with the wall clock)
+        promoted = {f"{arm}:{boot_record['promoted_version']}": boot_record["promoted_at_ms"]}
+        for run in scheduler.runs if scheduler is not None else []:
+            if run.get("promoted_version"):
+                promoted[f"{arm}:{run['promoted_version']}"] = run["promoted_at_ms"]
+        report = run_monitoring(mon_cfg, shown, events, catalogue, promoted, store,
+                                origin_ms=world_cfg.start_ms)
+        per_day[arm] = daily(report.windows, arm)
+        d = per_day[arm]
+        lengths = result.requests.sort_values("request_time_ms").groupby("user_id")[
+            "sequence_length"]
+        summary["arms"][arm] = {
+            "seconds": round(time.perf_counter() - t_arm, 1),
+            "simulation_seconds": round(result.seconds, 1),
+            "requests": int(len(result.requests)), "events_posted": int(feedback.posted),
+            "server_log_rows": int(len(shown)), "action_stream_rows": int(len(events)),
+            "sequence_length_first_last_mean": [round(float(lengths.first().mean()), 2),
+                                                round(float(lengths.last().mean()), 2)],
+            "served_versions": sorted(set(shown["model_version"])),
+            "dag_runs": scheduler.runs if scheduler is not None else [],
+            "promoted_at_ms": promoted,
+            "impressions": int(d["impressions"].sum()),
+            "mean": {c: round(float((d[c] * d["impressions"]).sum() / d["impressions"].sum()), 5)
+                     for c in d.columns if c not in ("day", "impressions")},
+            "first_days": {c: round(float(d[c].iloc[:2].mean()), 5)
+                           for c in ("engagement_rate", "hide_rate")},
+            "last_days": {c: round(float(d[c].iloc[-2:].mean()), 5)
+                          for c in ("engagement_rate", "hide_rate")},
+            "daily": d.round(5).to_dict(orient="list")}
+        log(f"arm {arm} done in {summary['arms'][arm]['seconds']} s: "
+            f"{json.dumps(summary['arms'][arm]['mean'])}")
+    decay = store.decay()
+    summary["decay"] = decay.round(5).to_dict(orient="list")
+    summary["alerts"] = [vars(a) for a in store.alerts()]
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    paths = plot_endpoint(per_day, decay, summary, out) if set(ENDPOINT_ARMS) <= set(per_day) \
+        else []
+    (out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    if args.docs is not None:
+        args.docs.mkdir(parents=True, exist_ok=True)
+        for p in paths:
+            shutil.copy(p, args.docs / p.name)
+        shutil.copy(out / "results.json", args.docs / "endpoint_results.json")
+    log(f"done in {summary['seconds']} s; metrics in {db}")
+
+
+def plot_endpoint(per_day: dict[str, pd.DataFrame], decay: pd.DataFrame,
+                  summary: dict[str, object], out: Path) -> list[Path]:
+    """Engagement per day with and without DAG retraining (promotions marked), and the decay
+    curves per served version."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
+    labels = {"no_retrain": "no retraining", "dag_retrain": "twice-weekly DAG"}
+    for arm, d in per_day.items():
+        x = d["day"] - d["day"].min()
+        axes[0].plot(x, d["engagement_rate"], marker="o", label=labels.get(arm, arm))
+        axes[1].plot(x, d["hide_rate"], marker="o", label=labels.get(arm, arm))
+    first = min(int(d["day"].min()) for d in per_day.values())
+    arms = summary["arms"]
+    assert isinstance(arms, dict)
+    for run in arms.get("dag_retrain", {}).get("dag_runs", []):
+        day = int(run["promoted_at_ms"] // DAY_MS) - first if run.get("promoted_at_ms") else None
+        when = pd.Timestamp(run["logical_date"])
+        x = (when.value // 10**6) // DAY_MS - first if day is None else day
+        for ax in axes[:2]:
+            ax.axvline(x, color="#2a2" if run.get("promoted_version") else "#c33", lw=0.8,
+                       ls="--")
+    axes[0].set(xlabel="simulated day", ylabel="engagement per impression (click+save)",
+                title="through the endpoint (dashed: DAG runs; green promoted, red rejected)")
+    axes[1].set(xlabel="simulated day", ylabel="hides per impression", title="hide rate")
+    axes[0].legend()
+    for version, group in decay.groupby("model_version"):
+        axes[2].plot(group["age_days"], group["engagement_rate_rel"], marker=".", label=version)
+    axes[2].axhline(1.0, color="#999", lw=0.8)
+    axes[2].set(xlabel="model age (simulated days since promotion)",
+                ylabel="engagement / first day", title="decay per served version")
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "endpoint_decay.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -155,7 +421,27 @@ def main() -> None:
     parser.add_argument("--retrain-rows", type=int, default=30_000)
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--endpoint", action="store_true",
+                        help="run the arms through `transact serve` + /events + the stream "
+                             "processor, retraining by the Airflow DAG in simulated time "
+                             "(arms: no_retrain, dag_retrain)")
+    parser.add_argument("--embeddings", type=Path, default=Path("artifacts/demo/pinnerformer"),
+                        help="--endpoint: the daily PinnerFormer job's output (copied)")
+    parser.add_argument("--dag-users", type=int, default=600,
+                        help="--endpoint: users kept in the DAG's dataset (the simulated ones "
+                             "plus a sample)")
+    parser.add_argument("--dag-train-rows", type=int, default=40_000)
+    parser.add_argument("--dag-steps", type=int, default=400)
+    parser.add_argument("--gate-requests", type=int, default=5_000)
     args = parser.parse_args()
+    if args.endpoint:
+        import torch
+
+        torch.set_num_threads(1)
+        if args.arms == ",".join(ARMS):
+            args.arms = ",".join(ENDPOINT_ARMS)
+        run_endpoint(args)
+        return
 
     import torch
 

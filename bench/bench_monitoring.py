@@ -149,6 +149,11 @@ def plot(results: dict[str, pd.DataFrame], decay: pd.DataFrame, out: Path) -> li
 
 # ------------------------------------------------------------------------ --endpoint mode
 ENDPOINT_ARMS = ("no_retrain", "dag_retrain")
+#: optional arm: the DAG with a gate on click and save only (hide's tolerance opened)
+EXTRA_ENDPOINT_ARMS = ("dag_retrain_no_hide_gate",)
+#: per arm: overrides of the DAG's PipelineConfig on top of the common ones
+ARM_OVERRIDES: dict[str, dict[str, object]] = {
+    "dag_retrain_no_hide_gate": {"retrain.gate.hide_tolerance": 1e18}}
 
 
 def placeholder_examples(user_ids: np.ndarray, t_ms: int) -> object:
@@ -277,8 +282,10 @@ def run_endpoint(args: argparse.Namespace) -> None:
         "bootstrap": boot_record, "arms": {}}
     per_day: dict[str, pd.DataFrame] = {}
     for arm in args.arms.split(","):
-        if arm not in ENDPOINT_ARMS:
-            raise SystemExit(f"unknown endpoint arm {arm!r}; choose from {ENDPOINT_ARMS}")
+        if arm not in ENDPOINT_ARMS + EXTRA_ENDPOINT_ARMS:
+            raise SystemExit(f"unknown endpoint arm {arm!r}; choose from "
+                             f"{ENDPOINT_ARMS + EXTRA_ENDPOINT_ARMS}")
+        _reset_champion(registry, str(boot_record["promoted_version"]), arm)
         t_arm = time.perf_counter()
         arm_dir = out / arm
         seeded = seed_feature_store(arm_dir / "features", base, embeddings, sim_users,
@@ -295,11 +302,12 @@ def run_endpoint(args: argparse.Namespace) -> None:
         try:
             ranker = HttpRanker(server.url, version=str(ready["model_version"]))
             feedback = StreamFeedback(ranker, arm_dir / "features")
-            if arm == "dag_retrain":
+            if arm.startswith("dag_retrain"):
                 dataset = arm_dir / "dataset"
                 shutil.copytree(base, dataset)
                 scheduler = DagScheduler(
-                    env, dataset, {**overrides, "dataset_dir": str(dataset),
+                    env, dataset, {**overrides, **ARM_OVERRIDES.get(arm, {}),
+                                   "dataset_dir": str(dataset),
                                    "serving_url": server.url,
                                    "serving_admin_token": server.admin_token},
                     start_date, server=server, log_dir=out / "dag_logs", progress=log)
@@ -363,6 +371,17 @@ def run_endpoint(args: argparse.Namespace) -> None:
     log(f"done in {summary['seconds']} s; metrics in {db}")
 
 
+def _reset_champion(registry: Path, version: str, arm: str) -> None:
+    """Every arm starts from the bootstrap champion (an earlier arm's DAG runs may have moved
+    the alias)."""
+    from transact.registry import CHAMPION, ModelRegistry, RegistryConfig
+
+    reg = ModelRegistry(RegistryConfig(root=str(registry)))
+    if reg.get_alias(CHAMPION) != version:
+        reg.set_alias(CHAMPION, version, f"endpoint simulation: arm {arm} starts from the "
+                                         f"bootstrap champion")
+
+
 def plot_endpoint(per_day: dict[str, pd.DataFrame], decay: pd.DataFrame,
                   summary: dict[str, object], out: Path) -> list[Path]:
     """Engagement per day with and without DAG retraining (promotions marked), and the decay
@@ -373,7 +392,8 @@ def plot_endpoint(per_day: dict[str, pd.DataFrame], decay: pd.DataFrame,
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4))
-    labels = {"no_retrain": "no retraining", "dag_retrain": "twice-weekly DAG"}
+    labels = {"no_retrain": "no retraining", "dag_retrain": "twice-weekly DAG",
+              "dag_retrain_no_hide_gate": "twice-weekly DAG, gate on click+save"}
     for arm, d in per_day.items():
         x = d["day"] - d["day"].min()
         axes[0].plot(x, d["engagement_rate"], marker="o", label=labels.get(arm, arm))
@@ -381,13 +401,13 @@ def plot_endpoint(per_day: dict[str, pd.DataFrame], decay: pd.DataFrame,
     first = min(int(d["day"].min()) for d in per_day.values())
     arms = summary["arms"]
     assert isinstance(arms, dict)
-    for run in arms.get("dag_retrain", {}).get("dag_runs", []):
-        day = int(run["promoted_at_ms"] // DAY_MS) - first if run.get("promoted_at_ms") else None
-        when = pd.Timestamp(run["logical_date"])
-        x = (when.value // 10**6) // DAY_MS - first if day is None else day
+    runs = [(arm, run) for arm, a in arms.items() for run in a.get("dag_runs", [])]
+    for arm, run in runs:
+        x = (pd.Timestamp(run["logical_date"]).value // 10**6) / DAY_MS - first
         for ax in axes[:2]:
-            ax.axvline(x, color="#2a2" if run.get("promoted_version") else "#c33", lw=0.8,
-                       ls="--")
+            ax.axvline(x + (0.05 if arm != "dag_retrain" else 0.0),
+                       color="#2a2" if run.get("promoted_version") else "#c33", lw=0.8,
+                       ls="--" if arm == "dag_retrain" else ":")
     axes[0].set(xlabel="simulated day", ylabel="engagement per impression (click+save)",
                 title="through the endpoint (dashed: DAG runs; green promoted, red rejected)")
     axes[1].set(xlabel="simulated day", ylabel="hides per impression", title="hide rate")

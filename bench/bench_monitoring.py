@@ -150,7 +150,12 @@ def plot(results: dict[str, pd.DataFrame], decay: pd.DataFrame, out: Path) -> li
 # ------------------------------------------------------------------------ --endpoint mode
 ENDPOINT_ARMS = ("no_retrain", "dag_retrain")
 #: optional arm: the DAG with a gate on click and save only (hide's tolerance opened)
-EXTRA_ENDPOINT_ARMS = ("dag_retrain_no_hide_gate",)
+EXTRA_ENDPOINT_ARMS = ("dag_retrain_no_hide_gate", "no_mask", "batch_only")
+#: arms served by their own first model (no retraining): the bootstrap DAG run's overrides
+#: that make it (TransAct without the time-window mask; the no-sequence model)
+ARM_MODELS: dict[str, dict[str, object]] = {
+    "no_mask": {"retrain.train.model.ranker.encoder.time_window_mask": False},
+    "batch_only": {"retrain.train.model.ranker.encoder.kind": "none"}}
 #: per arm: overrides of the DAG's PipelineConfig on top of the common ones
 ARM_OVERRIDES: dict[str, dict[str, object]] = {
     "dag_retrain_no_hide_gate": {"retrain.gate.hide_tolerance": 1e18}}
@@ -281,6 +286,24 @@ def run_endpoint(args: argparse.Namespace) -> None:
         "simulated_users": sim_users.tolist(), "dag_dataset_users": int(len(dag_users)),
         "bootstrap": boot_record, "arms": {}}
     per_day: dict[str, pd.DataFrame] = {}
+    arm_models: dict[str, dict[str, object]] = {}
+    for k, arm in enumerate(a for a in args.arms.split(",") if a in ARM_MODELS):
+        # each its own DAG run (a minute later: another run id) on the same data; served by
+        # version, whatever the gate said (the champion is reset below)
+        boot_dataset_arm = out / f"dataset_boot_{arm}"
+        shutil.copytree(base, boot_dataset_arm)
+        runner = DagScheduler(env, boot_dataset_arm,
+                              {**overrides, **ARM_MODELS[arm],
+                               "dataset_dir": str(boot_dataset_arm)},
+                              start_date, log_dir=out / "dag_logs", progress=log)
+        record = runner.run(sim_start_ms + DAG_HOUR_UTC * HOUR_MS + (k + 1) * 60_000,
+                            f"bootstrap_{arm}")
+        log(f"bootstrap of {arm}: {record['state']}, version {record['candidate_version']}, "
+            f"gate vs the champion: {record['gate']}, {record['seconds']} s")
+        if record["state"] != "success" or not record["candidate_version"]:
+            raise SystemExit(f"the bootstrap DAG run of {arm} failed: {record}")
+        arm_models[arm] = record
+    summary["arm_models"] = arm_models
     for arm in args.arms.split(","):
         if arm not in ENDPOINT_ARMS + EXTRA_ENDPOINT_ARMS:
             raise SystemExit(f"unknown endpoint arm {arm!r}; choose from "
@@ -292,7 +315,10 @@ def run_endpoint(args: argparse.Namespace) -> None:
                                     sim_start_ms)
         log(f"arm {arm}: feature store seeded ({seeded['events_published']} events of the "
             f"simulated users replayed, {seeded['engagements']} engagements)")
-        server = ServingProcess(model_uri="models:/transact-ranker@champion",
+        own = arm_models.get(arm)
+        uri = ("models:/transact-ranker@champion" if own is None
+               else f"models:/transact-ranker/{own['candidate_version']}")
+        server = ServingProcess(model_uri=uri,
                                 features_root=arm_dir / "features",
                                 serving_log_dir=arm_dir / "serving_log",
                                 workdir=arm_dir / "serve", registry_root=registry)
@@ -327,6 +353,8 @@ def run_endpoint(args: argparse.Namespace) -> None:
         # simulated promotion times: the bootstrap run's and each promoting DAG run's
         # logical date (the registry's own alias history is stamped with the wall clock)
         promoted = {f"{arm}:{boot_record['promoted_version']}": boot_record["promoted_at_ms"]}
+        if own is not None:
+            promoted = {f"{arm}:{own['candidate_version']}": sim_start_ms}
         for run in scheduler.runs if scheduler is not None else []:
             if run.get("promoted_version"):
                 promoted[f"{arm}:{run['promoted_version']}"] = run["promoted_at_ms"]
@@ -360,14 +388,17 @@ def run_endpoint(args: argparse.Namespace) -> None:
     summary["decay"] = decay.round(5).to_dict(orient="list")
     summary["alerts"] = [vars(a) for a in store.alerts()]
     summary["seconds"] = round(time.perf_counter() - started, 1)
-    paths = plot_endpoint(per_day, decay, summary, out) if set(ENDPOINT_ARMS) <= set(per_day) \
-        else []
+    name = args.docs_name
+    paths = (plot_endpoint(per_day, decay, summary, out, name)
+             if set(ENDPOINT_ARMS) <= set(per_day) else [])
+    if {"no_retrain", "no_mask", "batch_only"} & set(per_day) and len(per_day) > 1:
+        paths.append(plot_endpoint_arms(per_day, out, name))
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     if args.docs is not None:
         args.docs.mkdir(parents=True, exist_ok=True)
         for p in paths:
             shutil.copy(p, args.docs / p.name)
-        shutil.copy(out / "results.json", args.docs / "endpoint_results.json")
+        shutil.copy(out / "results.json", args.docs / f"{name}_results.json")
     log(f"done in {summary['seconds']} s; metrics in {db}")
 
 
@@ -382,8 +413,33 @@ def _reset_champion(registry: Path, version: str, arm: str) -> None:
                                          f"bootstrap champion")
 
 
+def plot_endpoint_arms(per_day: dict[str, pd.DataFrame], out: Path, name: str) -> Path:
+    """Engagement and diversity per day of every arm (mask vs no mask, realtime + batch vs
+    batch only)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["engagement_rate", "hide_rate", "intra_list_diversity", "topic_entropy",
+             "catalogue_coverage", "rabbit_hole_similarity"]
+    fig, axes = plt.subplots(1, len(names), figsize=(22, 3.8))
+    for ax, metric in zip(axes, names, strict=True):
+        for arm, d in per_day.items():
+            if metric in d:
+                ax.plot(d["day"] - d["day"].min(), d[metric], marker="o", label=arm)
+        ax.set(title=metric, xlabel="simulated day")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path = out / f"{name}_arms.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_endpoint(per_day: dict[str, pd.DataFrame], decay: pd.DataFrame,
-                  summary: dict[str, object], out: Path) -> list[Path]:
+                  summary: dict[str, object], out: Path, name: str = "endpoint"
+                  ) -> list[Path]:
     """Engagement per day with and without DAG retraining (promotions marked), and the decay
     curves per served version."""
     import matplotlib
@@ -419,7 +475,7 @@ def plot_endpoint(per_day: dict[str, pd.DataFrame], decay: pd.DataFrame,
                 ylabel="engagement / first day", title="decay per served version")
     axes[2].legend(fontsize=7)
     fig.tight_layout()
-    path = out / "endpoint_decay.png"
+    path = out / f"{name}_decay.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return [path]
@@ -453,6 +509,8 @@ def main() -> None:
     parser.add_argument("--dag-train-rows", type=int, default=40_000)
     parser.add_argument("--dag-steps", type=int, default=400)
     parser.add_argument("--gate-requests", type=int, default=5_000)
+    parser.add_argument("--docs-name", default="endpoint",
+                        help="--endpoint: prefix of the files copied to --docs")
     args = parser.parse_args()
     if args.endpoint:
         import torch

@@ -66,9 +66,10 @@ def main() -> None:
         for variant in select_variants(args.variants):
             res = run_variant(variant, base, data, seed)
             rows.append({"variant": variant.name, "seed": seed, "test": res.test,
-                         "val": res.val, "steps": res.steps})
-            print(variant.name, seed, {k: round(v, 3) for k, v in res.test.items()
-                                       if k.startswith(("auc", "hit"))}, flush=True)
+                         "val": res.val, "steps": res.steps,
+                         "train_seconds": round(res.train_seconds, 1)})
+            shown = {k: round(v, 3) for k, v in res.test.items() if k.startswith(("auc", "hit"))}
+            print(variant.name, seed, f"{res.train_seconds:.0f} s", shown, flush=True)
             args.out.write_text(json.dumps({"items": args.items, "rows": rows}, indent=1))
 
 

@@ -38,9 +38,9 @@ def encoder(**kwargs) -> SequenceEncoder:
 
 @pytest.mark.parametrize(
     ("kwargs", "columns", "width"),
-    [({}, 11, 96), ({"fusion": "append"}, 11, 64), ({"first_k": 10, "max_pool": False}, 10, 96),
-     ({"first_k": 0, "max_pool": True}, 1, 96), ({"kind": "cnn"}, 11, 96),
-     ({"kind": "lstm"}, 11, 96), ({"kind": "avg"}, 1, 96)],
+    [({}, 11, 97), ({"candidate_similarity": False}, 11, 96), ({"fusion": "append"}, 11, 64),
+     ({"first_k": 10, "max_pool": False}, 10, 97), ({"first_k": 0, "max_pool": True}, 1, 97),
+     ({"kind": "cnn"}, 11, 97), ({"kind": "lstm"}, 11, 97), ({"kind": "avg"}, 1, 97)],
 )
 def test_output_width_is_k_plus_one_times_d(kwargs, columns, width) -> None:
     enc = encoder(**kwargs)
@@ -174,7 +174,7 @@ def test_matches_torch_transformer_encoder_on_full_sequences() -> None:
     visible = enc.visibility(actions, ts, request)
     tokens, attend = enc.tokens(actions, items, cand, visible)
     reference = nn.TransformerEncoder(
-        nn.TransformerEncoderLayer(96, 1, 32, 0.1, batch_first=True), 2,
+        nn.TransformerEncoderLayer(enc.cfg.d_model, 1, 32, 0.1, batch_first=True), 2,
         enable_nested_tensor=False).eval()
     for ours, ref in zip(enc.layers, reference.layers, strict=True):
         ref.self_attn.in_proj_weight.data.copy_(ours.in_proj.weight)

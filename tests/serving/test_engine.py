@@ -77,8 +77,8 @@ def test_parallel_chunk_workers_are_exact() -> None:
 
 
 @pytest.mark.parametrize("variant", [
-    {"num_heads": 2},
-    {"num_heads": 4, "actions": "positive", "seq_len": 20},
+    {"num_heads": 2, "candidate_similarity": False},
+    {"num_heads": 4, "actions": "positive", "seq_len": 20, "candidate_similarity": False},
     {"first_k": 0},
     {"max_pool": False, "first_k": 3, "num_layers": 3, "ffn_dim": 64},
     {"num_layers": 1},

@@ -1,5 +1,5 @@
 """A small serving world for tests: an examples directory (items, PinnerFormer item vectors,
-train/val/test splits with real sequences) and model artifacts trained briefly on it."""
+graph item vectors, train/val/test splits with real sequences) and model artifacts trained briefly on it."""
 
 from __future__ import annotations
 
@@ -58,6 +58,13 @@ def write_examples(out_dir: Path, seed: int = 0, n_requests: int = 300, per_requ
     tower = rng.normal(scale=0.3, size=(N_ITEMS, ITEM_EMB_DIM)).astype(np.float32)
     pq.write_table(pa.table({"item_id": ids, "item_emb": _fixed(tower, pa.float32())}),
                    out_dir / "pinnerformer_items.parquet")
+    # the default representation's vectors (the example builder's item_graph.parquet): here
+    # the content vectors pulled towards the tower's, at the builder's norm of 2
+    graph = content + 3.0 * tower
+    graph = 2.0 * graph / np.linalg.norm(graph, axis=1, keepdims=True)
+    pq.write_table(pa.table({"item_id": ids, "graph_emb": _fixed(graph.astype(np.float32),
+                                                                 pa.float32())}),
+                   out_dir / "item_graph.parquet")
     for split, first in (("train", 1), ("val", 100_000), ("test", 200_000)):
         n_req = n_requests if split == "train" else n_requests // 3
         n = n_req * per_request
@@ -92,7 +99,7 @@ def write_examples(out_dir: Path, seed: int = 0, n_requests: int = 300, per_requ
 
 
 def train_artifact(examples_dir: Path, out_dir: Path, seed: int = 0, steps: int = 25) -> Path:
-    """Train the default TransAct ranker (pinnerformer item vectors) a few steps; save it."""
+    """Train the default TransAct ranker (graph item vectors) a few steps; save it."""
     from training.train import TrainConfig, load_training_data, train_model
     from transact.model.artifact import save_model
 

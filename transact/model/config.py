@@ -86,11 +86,13 @@ class EncoderConfig:
     #: public reference's semantics; the newest action always stays a key; transformer only)
     time_window_mode: WindowMode = "keys"
     #: training only: encode just the newest ``train_seq_len`` usable actions (cheaper steps;
-    #: evaluation and serving still use ``seq_len``). ``None``: ``seq_len`` everywhere
-    train_seq_len: int | None = 32
+    #: evaluation and serving still use ``seq_len``). ``None`` (the default): ``seq_len``
+    #: everywhere; a shorter training sequence starves the max pool of the older hides it
+    #: sees at evaluation (docs/model.md, Findings 2026-12-01)
+    train_seq_len: int | None = None
     #: concat fusion only: each token also carries ``cos(e_i, e_cand)``, the similarity of
-    #: its item to the candidate (one more channel; not in the paper)
-    candidate_similarity: bool = False
+    #: its item to the candidate (one more channel; not in the paper; on by default, measured)
+    candidate_similarity: bool = True
     #: std of the action-type embedding's N(0, std) init (1.0 = PyTorch's default)
     action_emb_std: float = 1.0
     #: each token's action channels also carry a learned embedding of the action's age
@@ -200,9 +202,13 @@ class RankerConfig:
     #: user embedding, candidate; so a 1,056-wide encoder block cannot drown a 32-wide one)
     input_norm: InputNorm = "layer"
     #: which item vectors the tokens and the candidate carry (:data:`ITEM_REPRESENTATIONS`):
-    #: ``content`` (``items.parquet``), ``graph`` (PinSage-style co-engagement vectors of the
-    #: item-embedding job) or ``pinnerformer`` (the batch job's item tower)
-    item_representation: ItemRepresentation = "pinnerformer"
+    #: ``content`` (``items.parquet``), ``graph`` (co-engagement vectors: by default the
+    #: content vectors propagated over the training window's co-engagement graph, written
+    #: by the example builder; or the learned job ``transact train item-embeddings``) or
+    #: ``pinnerformer`` (the batch job's item tower). ``graph`` is the measured default
+    #: (docs/model.md, Findings 2026-12-01: the only vectors from which the sequence model
+    #: can tell an item's topic)
+    item_representation: ItemRepresentation = "graph"
     n_cross_layers: int = 1
     mlp_dims: list[int] = field(default_factory=lambda: [128, 64])
     dropout: float = 0.1

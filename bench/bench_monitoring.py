@@ -150,7 +150,8 @@ def plot(results: dict[str, pd.DataFrame], decay: pd.DataFrame, out: Path) -> li
 # ------------------------------------------------------------------------ --endpoint mode
 ENDPOINT_ARMS = ("no_retrain", "dag_retrain")
 #: optional arm: the DAG with a gate on click and save only (hide's tolerance opened)
-EXTRA_ENDPOINT_ARMS = ("dag_retrain_no_hide_gate", "no_mask", "batch_only")
+EXTRA_ENDPOINT_ARMS = ("dag_retrain_no_hide_gate", "dag_retrain_open_gate", "no_mask",
+                       "batch_only")
 #: arms served by their own first model (no retraining): the bootstrap DAG run's overrides
 #: that make it (TransAct without the time-window mask; the no-sequence model)
 ARM_MODELS: dict[str, dict[str, object]] = {
@@ -158,7 +159,13 @@ ARM_MODELS: dict[str, dict[str, object]] = {
     "batch_only": {"retrain.train.model.ranker.encoder.kind": "none"}}
 #: per arm: overrides of the DAG's PipelineConfig on top of the common ones
 ARM_OVERRIDES: dict[str, dict[str, object]] = {
-    "dag_retrain_no_hide_gate": {"retrain.gate.hide_tolerance": 1e18}}
+    "dag_retrain_no_hide_gate": {"retrain.gate.hide_tolerance": 1e18},
+    # every candidate promoted: what the DAG's retraining does to engagement without a gate
+    "dag_retrain_open_gate": {"retrain.gate.margin": -1.0,
+                              "retrain.gate.hide_tolerance": 1e18}}
+
+
+ARMS_ORDER = ENDPOINT_ARMS + EXTRA_ENDPOINT_ARMS
 
 
 def placeholder_examples(user_ids: np.ndarray, t_ms: int) -> object:
@@ -336,7 +343,8 @@ def run_endpoint(args: argparse.Namespace) -> None:
                                    "dataset_dir": str(dataset),
                                    "serving_url": server.url,
                                    "serving_admin_token": server.admin_token},
-                    start_date, server=server, log_dir=out / "dag_logs", progress=log)
+                    start_date, server=server, log_dir=out / "dag_logs", progress=log,
+                    run_after_offset_ms=1_000 * (1 + list(ARMS_ORDER).index(arm)))
             sim_cfg = SimulatorConfig(n_users=len(sim_users), n_days=args.days,
                                       requests_per_day=args.requests_per_day,
                                       n_candidates=args.candidates, seed=args.seed)
@@ -389,8 +397,11 @@ def run_endpoint(args: argparse.Namespace) -> None:
     summary["alerts"] = [vars(a) for a in store.alerts()]
     summary["seconds"] = round(time.perf_counter() - started, 1)
     name = args.docs_name
-    paths = (plot_endpoint(per_day, decay, summary, out, name)
-             if set(ENDPOINT_ARMS) <= set(per_day) else [])
+    retrained = [a for a in per_day if a.startswith("dag_retrain")]
+    paths = (plot_endpoint({a: d for a, d in per_day.items()
+                            if a == "no_retrain" or a in retrained},
+                           decay, summary, out, name)
+             if "no_retrain" in per_day and retrained else [])
     if {"no_retrain", "no_mask", "batch_only"} & set(per_day) and len(per_day) > 1:
         paths.append(plot_endpoint_arms(per_day, out, name))
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
@@ -449,7 +460,8 @@ def plot_endpoint(per_day: dict[str, pd.DataFrame], decay: pd.DataFrame,
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4))
     labels = {"no_retrain": "no retraining", "dag_retrain": "twice-weekly DAG",
-              "dag_retrain_no_hide_gate": "twice-weekly DAG, gate on click+save"}
+              "dag_retrain_no_hide_gate": "twice-weekly DAG, gate on click+save",
+              "dag_retrain_open_gate": "twice-weekly DAG, every candidate promoted"}
     for arm, d in per_day.items():
         x = d["day"] - d["day"].min()
         axes[0].plot(x, d["engagement_rate"], marker="o", label=labels.get(arm, arm))

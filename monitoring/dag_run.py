@@ -19,14 +19,18 @@ from pathlib import Path
 from typing import Any
 
 
-def run(dag_file: Path, logical_date: dt.datetime, run_conf: dict[str, Any]) -> dict[str, Any]:
+def run(dag_file: Path, logical_date: dt.datetime, run_conf: dict[str, Any],
+        run_after: dt.datetime | None = None) -> dict[str, Any]:
+    """``dag.test`` at ``logical_date``; ``run_after`` (default: the logical date) names the
+    run (``manual__<run_after>``), so two runs at one logical date can be told apart."""
     spec = importlib.util.spec_from_file_location(dag_file.stem, dag_file)
     if spec is None or spec.loader is None:
         raise SystemExit(f"cannot load {dag_file}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     dag = next(v for v in vars(module).values() if type(v).__name__ == "DAG")
-    dag_run = dag.test(run_after=logical_date, logical_date=logical_date, run_conf=run_conf)
+    dag_run = dag.test(run_after=run_after or logical_date, logical_date=logical_date,
+                       run_conf=run_conf)
     tasks: dict[str, Any] = {}
     for ti in dag_run.get_task_instances():
         try:
@@ -41,7 +45,8 @@ def run(dag_file: Path, logical_date: dt.datetime, run_conf: dict[str, Any]) -> 
 
 def main() -> None:
     dag_file, logical, conf = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
-    result = run(dag_file, dt.datetime.fromisoformat(logical), conf)
+    after = dt.datetime.fromisoformat(sys.argv[4]) if len(sys.argv) > 4 else None
+    result = run(dag_file, dt.datetime.fromisoformat(logical), conf, after)
     print("DAG_RESULT " + json.dumps(result, default=str), flush=True)
 
 

@@ -301,15 +301,22 @@ def airflow_env(home: Path) -> dict[str, str]:
 
 
 def run_dag(env: dict[str, str], dag_file: str, logical_ms: int, overrides: dict[str, Any],
-            log_path: Path | None = None, timeout_s: float = 1200.0) -> dict[str, Any]:
+            log_path: Path | None = None, timeout_s: float = 1200.0,
+            run_after_offset_ms: int = 0) -> dict[str, Any]:
     """One ``dag.test(logical_date=...)`` run of ``dags/<dag_file>`` in a subprocess
-    (:mod:`monitoring.dag_run`); returns ``{"state", "tasks": {id: {state, value}},
-    "seconds"}``."""
+    (:mod:`monitoring.dag_run`); returns ``{"state", "run_id", "logical_date", "tasks": {id:
+    {state, value}}, "seconds"}``. ``run_after_offset_ms`` shifts the run's trigger time (and
+    so its run id, which the DAG uses as its idempotency key) off the logical date: runs of
+    different experiment arms at one logical date must not reuse each other's candidate."""
     started = time.perf_counter()
-    logical = dt.datetime.fromtimestamp(logical_ms / 1000, tz=dt.UTC).isoformat()
+
+    def iso(ms: int) -> str:
+        return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).isoformat()
+
     proc = subprocess.run(
-        [sys.executable, "-m", "monitoring.dag_run", str(ROOT / "dags" / dag_file), logical,
-         json.dumps({"overrides": overrides})],
+        [sys.executable, "-m", "monitoring.dag_run", str(ROOT / "dags" / dag_file),
+         iso(logical_ms), json.dumps({"overrides": overrides}),
+         iso(logical_ms + run_after_offset_ms)],
         env=env, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT)
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -340,6 +347,8 @@ class DagScheduler:
     weekdays: tuple[int, ...] = (0, 3)
     log_dir: Path | None = None
     progress: Callable[[str], None] | None = None
+    #: see :func:`run_dag` (one value per experiment arm sharing a registry)
+    run_after_offset_ms: int = 0
     appended_rows: int = 0
     runs: list[dict[str, Any]] = field(default_factory=list)
 
@@ -366,7 +375,8 @@ class DagScheduler:
 
         result = run_dag(self.env, "retrain_twice_weekly.py", logical_ms, self.overrides,
                          None if self.log_dir is None
-                         else self.log_dir / f"retrain_{label}.log")
+                         else self.log_dir / f"retrain_{label}.log",
+                         run_after_offset_ms=self.run_after_offset_ms)
         tasks = result["tasks"]
         gate = (tasks.get("gate") or {}).get("value") or {}
         candidate = ((tasks.get("train_candidate") or {}).get("value") or {}).get("version")

@@ -45,7 +45,7 @@ from transact.schema import DAY_MS, HEADS, HOUR_MS, SEQ_LEN, USER_EMB_DIM, Actio
 REQUEST_GAP_MS = HOUR_MS // 120
 
 __all__ = ["EndpointError", "EngineRanker", "HttpRanker", "SimulationResult", "SimulatorConfig",
-           "Slate", "UserSequences", "simulate"]
+           "Slate", "UserSequences", "events_frame", "simulate"]
 
 _SEQUENCE_CODES = (int(ActionType.CLICK), int(ActionType.SAVE), int(ActionType.HIDE))
 
@@ -310,7 +310,7 @@ def simulate(cfg: SimulatorConfig, world: Any, ranker: Ranker, examples: Any,
         day_ms = start_ms + day * DAY_MS
         weekday = (start_date + dt.timedelta(days=day)).weekday()
         if scheduler is not None:
-            so_far = _events_frame(event_rows)
+            so_far = events_frame(event_rows)
             record = scheduler(day, day_ms, so_far)
             if record is not None:
                 retrains.append(record)
@@ -385,7 +385,7 @@ def simulate(cfg: SimulatorConfig, world: Any, ranker: Ranker, examples: Any,
                 if retrainer is not None:
                     train_rows[-len(user_ids) + i]["actions"] = actions[i].astype(np.int64)
             if feedback is not None:
-                feedback(_events_frame(event_rows[first_row:]))
+                feedback(events_frame(event_rows[first_row:]))
         # keep only the training rows a retrain can use, as compact example arrays
         _compact(train_rows, day - cfg.retrain_window_days + 1)
         if progress:
@@ -399,11 +399,11 @@ def simulate(cfg: SimulatorConfig, world: Any, ranker: Ranker, examples: Any,
                                "surface": ["homefeed"] * n})
     requests = pd.DataFrame(request_rows, columns=["request_id", "user_id", "request_time_ms",
                                                    "sequence_length"])
-    return SimulationResult(shown, _events_frame(event_rows), promoted,
+    return SimulationResult(shown, events_frame(event_rows), promoted,
                             time.perf_counter() - started, retrains, requests)
 
 
-def _events_frame(event_rows: list[np.ndarray]) -> pd.DataFrame:
+def events_frame(event_rows: list[np.ndarray]) -> pd.DataFrame:
     """The action stream (:data:`transact.schema.EVENT_SCHEMA` columns) of ``event_rows``."""
     ev = np.concatenate(event_rows) if event_rows else np.zeros((0, 6), np.int64)
     events = pd.DataFrame(ev, columns=["event_id", "user_id", "item_id", "action_type",

@@ -161,7 +161,7 @@ ARM_MODELS: dict[str, dict[str, object]] = {
 ARM_OVERRIDES: dict[str, dict[str, object]] = {
     "dag_retrain_no_hide_gate": {"retrain.gate.hide_tolerance": 1e18},
     # every candidate promoted: what the DAG's retraining does to engagement without a gate
-    "dag_retrain_open_gate": {"retrain.gate.margin": -1.0,
+    "dag_retrain_open_gate": {"retrain.gate.margin": -2.0,
                               "retrain.gate.hide_tolerance": 1e18}}
 
 

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 #: a gate that lets every candidate through (the world is too small for the real gate to
 #: decide; the gate itself is tested in tests/training and tests/dags)
-OPEN_GATE = {"retrain.gate.margin": -1.0, "retrain.gate.hide_tolerance": 1e18,
+OPEN_GATE = {"retrain.gate.margin": -2.0, "retrain.gate.hide_tolerance": 1e18,
              "retrain.gate.n_boot": 200}
 
 

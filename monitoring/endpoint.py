@@ -53,7 +53,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from transact.errors import UserError
-from transact.schema import DAY_MS, EVENT_SCHEMA, HOUR_MS
+from transact.schema import EVENT_SCHEMA, HOUR_MS
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the retraining DAG's cron hour (``0 3 * * 1,4``)
@@ -429,7 +429,3 @@ def endpoint_monitoring_inputs(serving_log_dir: Path, features_root: Path, since
     events = events[events["timestamp_ms"] >= since_ms].reset_index(drop=True)
     return shown, events
 
-
-def day_start_ms(start_ms: int, day: int) -> int:
-    """Epoch ms of the world's day ``day`` (``start_ms`` = day 0)."""
-    return int(start_ms + day * DAY_MS)

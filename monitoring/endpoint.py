@@ -402,8 +402,9 @@ class DagScheduler:
         return record
 
     def _serving_version(self, expected: str | None, timeout_s: float = 120.0) -> str:
-        """The server's model version once it answers with ``expected`` (the reload that
-        ``notify_serving`` asked for is asynchronous to nothing, but wait a little anyway)."""
+        """The server's model version (``/readyz``), polled until it is ``expected`` or
+        ``timeout_s`` passes: ``notify_serving``'s ``/admin/reload`` has switched the model
+        when it returns, the poll only guards against a slow replica."""
         assert self.server is not None
         deadline = time.monotonic() + timeout_s
         version = self.server.model_version()

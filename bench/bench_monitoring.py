@@ -28,6 +28,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,21 @@ from transact.schema import DAY_MS  # noqa: E402
 
 ARMS = ("mask", "mask_retrain", "no_mask", "batch_only")
 
+
+
+def arm_rates(d: pd.DataFrame) -> dict[str, Any]:
+    """An arm's per-day metrics ``d`` (one row per simulated day) summarised: impressions,
+    impression-weighted means, the first and last two days' engagement and hide rates, and
+    the daily figures."""
+    return {
+        "impressions": int(d["impressions"].sum()),
+        "mean": {c: round(float((d[c] * d["impressions"]).sum() / d["impressions"].sum()), 5)
+                 for c in d.columns if c not in ("day", "impressions")},
+        "first_days": {c: round(float(d[c].iloc[:2].mean()), 5)
+                       for c in ("engagement_rate", "hide_rate")},
+        "last_days": {c: round(float(d[c].iloc[-2:].mean()), 5)
+                      for c in ("engagement_rate", "hide_rate")},
+        "daily": d.round(5).to_dict(orient="list")}
 
 def train_models(examples_dir: Path, rows: int, seed: int, log) -> dict[str, object]:
     """TransAct (mask), TransAct (no mask), no-sequence: same data and budget."""
@@ -382,14 +398,7 @@ def run_endpoint(args: argparse.Namespace) -> None:
             "served_versions": sorted(set(shown["model_version"])),
             "dag_runs": scheduler.runs if scheduler is not None else [],
             "promoted_at_ms": promoted,
-            "impressions": int(d["impressions"].sum()),
-            "mean": {c: round(float((d[c] * d["impressions"]).sum() / d["impressions"].sum()), 5)
-                     for c in d.columns if c not in ("day", "impressions")},
-            "first_days": {c: round(float(d[c].iloc[:2].mean()), 5)
-                           for c in ("engagement_rate", "hide_rate")},
-            "last_days": {c: round(float(d[c].iloc[-2:].mean()), 5)
-                          for c in ("engagement_rate", "hide_rate")},
-            "daily": d.round(5).to_dict(orient="list")}
+            **arm_rates(d)}
         log(f"arm {arm} done in {summary['arms'][arm]['seconds']} s: "
             f"{json.dumps(summary['arms'][arm]['mean'])}")
     decay = store.decay()
@@ -583,14 +592,7 @@ def main() -> None:
         d = per_day[arm]
         summary["arms"][arm] = {
             "seconds": round(result.seconds, 1), "retrains": result.retrains,
-            "impressions": int(d["impressions"].sum()),
-            "mean": {c: round(float((d[c] * d["impressions"]).sum() / d["impressions"].sum()), 5)
-                     for c in d.columns if c not in ("day", "impressions")},
-            "first_days": {c: round(float(d[c].iloc[:2].mean()), 5)
-                           for c in ("engagement_rate", "hide_rate")},
-            "last_days": {c: round(float(d[c].iloc[-2:].mean()), 5)
-                          for c in ("engagement_rate", "hide_rate")},
-            "daily": d.round(5).to_dict(orient="list")}
+            **arm_rates(d)}
         print(f"  {arm}: {json.dumps(summary['arms'][arm]['mean'])}")
     decay = store.decay()
     summary["alerts"] = [vars(a) for a in store.alerts()]

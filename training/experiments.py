@@ -94,17 +94,26 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("no_window_mask", "mask", "TransAct without the random time-window mask",
             encoder={"time_window_mask": False}),
     Variant("candidate_similarity", "tokens", "TransAct whose tokens also carry "
-            "cos(item, candidate)", encoder={"candidate_similarity": True}),
+            "cos(item, candidate) (the default since 2026-12-01)",
+            encoder={"candidate_similarity": True}),
+    Variant("no_candidate_similarity", "tokens", "TransAct without the cos(item, candidate) "
+            "token channel", encoder={"candidate_similarity": False}),
+    Variant("train_seq_len_32", "length", "TransAct trained on the newest 32 actions "
+            "(evaluated on 100; the default until 2026-12-01)", encoder={"train_seq_len": 32}),
     Variant("action_age", "tokens", "TransAct whose tokens also carry a learned embedding of "
             "the action's age (bucketed request time - action time)",
             encoder={"action_age": True}),
     Variant("age_and_similarity", "tokens", "TransAct with both the action-age embedding and "
             "the cos(item, candidate) channel",
             encoder={"action_age": True, "candidate_similarity": True}),
-    Variant("items_content", "items", "TransAct on the items' content vectors (not the batch "
-            "job's item vectors)", ranker={"item_representation": "content"}),
-    Variant("items_graph", "items", "TransAct on the PinSage-style co-engagement item vectors "
-            "(`transact train item-embeddings`)", ranker={"item_representation": "graph"}),
+    Variant("items_content", "items", "TransAct on the items' content vectors (not the "
+            "graph-propagated ones)", ranker={"item_representation": "content"}),
+    Variant("items_graph", "items", "TransAct on the co-engagement item vectors of "
+            "item_graph.parquet (the default; the example builder's propagated ones unless "
+            "`transact train item-embeddings --mode learned` replaced them)",
+            ranker={"item_representation": "graph"}),
+    Variant("items_pinnerformer", "items", "TransAct on the batch job's item tower vectors "
+            "(the default until 2026-12-01)", ranker={"item_representation": "pinnerformer"}),
     Variant("items_content_and_batch", "items", "TransAct whose item vectors are the content "
             "vector and the batch job's item vector side by side (64-d)",
             encoder={"item_emb_dim": 64},

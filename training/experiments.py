@@ -178,6 +178,19 @@ def run_variant(variant: Variant, base: TrainConfig, data: TrainData, seed: int)
                          result.test_hits)
 
 
+def hardware_line() -> str:
+    """Where a table was made: CPUs, platform, accelerator, torch."""
+    import os
+    import platform
+
+    import torch
+
+    gpu = (torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")
+    return (f"{os.cpu_count()} CPUs ({platform.machine()}, {platform.system()}), {gpu}, "
+            f"torch {torch.__version__}; each run single-threaded (`num_threads`), `--jobs` "
+            f"runs side by side.")
+
+
 def paired_bootstrap(variant: HitAtK, baseline: HitAtK, n_boot: int = 1000, seed: int = 0
                      ) -> tuple[float, float, float]:
     """Relative change of the mean hit (variant vs baseline) and its 95 % bootstrap interval."""
@@ -372,6 +385,8 @@ def render_table(results: dict[str, list[VariantResult]], chosen: list[Variant],
         f"{len(data.test) if data.test is not None else 0:,} test examples; item vectors: "
         f"`{data.item_representation}`. Seeds: {seeds} (0..{seeds - 1}). Wall time: "
         f"{elapsed / 60:.1f} min.",
+        "",
+        f"Hardware: {hardware_line()}",
         "",
         f"Budget (same for every variant): `{json.dumps(budget, default=str)}`.",
         "",

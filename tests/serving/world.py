@@ -1,5 +1,6 @@
 """A small serving world for tests: an examples directory (items, PinnerFormer item vectors,
-graph item vectors, train/val/test splits with real sequences) and model artifacts trained briefly on it."""
+graph item vectors, train/val/test splits with real sequences) and model artifacts trained
+briefly on it."""
 
 from __future__ import annotations
 

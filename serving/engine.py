@@ -38,6 +38,9 @@ layer's in-projection ``W = [W_s | W_c]``:
    token): from there on (the first layer's FFN, every later layer, the output compression,
    the DCN v2 cross layers, the MLP) the work is per candidate. This is where the exact rewrite
    stops.
+8. **The similarity pool** (``similarity_pool``) needs only the ``(C, L)`` cosines of step 6,
+   the shared action types and one shared recency flag per slot (``seq_recent``, packed with
+   the request): the same :func:`~transact.model.encoder.similarity_pool` as the model.
 
 Per candidate and ``L = 100``, ``d = 96``, FFN 32: the plain first layer costs about 12.4 MFLOP
 (in-projection 5.5, ``QK^T`` 1.9, ``PV`` 1.9, out-projection 1.8, FFN 1.2); the rewritten one
@@ -74,6 +77,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transact.model.encoder import similarity_pool
 from transact.model.features import (
     NUMERIC_FEATURES,
     RankingBatch,
@@ -139,7 +143,8 @@ class PackedLayout:
     """Byte layout of one request's inputs in a single contiguous buffer.
 
     Float32 fields: ``seq_item_emb (L, E)``, ``cand_item_emb (C, E)``, ``user_emb (U,)``,
-    ``numeric (F,)``; int64 fields: ``seq_actions (L,)``, ``cand_bucket (C,)``,
+    ``numeric (F,)``; int64 fields: ``seq_actions (L,)``, ``seq_recent (L,)`` (1 where the
+    action is younger than the similarity pool's recency scope), ``cand_bucket (C,)``,
     ``scalars (3,)`` = (surface id, hour of day, number of valid sequence slots). Each field
     starts on a 64-byte boundary.
     """
@@ -159,6 +164,7 @@ class PackedLayout:
             ("user_emb", torch.float32, (self.user_dim,)),
             ("numeric", torch.float32, (self.n_numeric,)),
             ("seq_actions", torch.int64, (self.length,)),
+            ("seq_recent", torch.int64, (self.length,)),
             ("cand_bucket", torch.int64, (self.n_candidates,)),
             ("scalars", torch.int64, (3,)),
         ]
@@ -264,6 +270,9 @@ class RankingEngine:
         request_time = np.array([int(req.request_time_ms)], np.int64)
         views["numeric"].numpy()[:] = sequence_numeric_features(actions, stamps, request_time)[0]
         views["seq_actions"].numpy()[:n_valid] = actions[0, slots]
+        recent_ms = self.model.cfg.encoder.similarity_recent_ms
+        views["seq_recent"].numpy()[:n_valid] = (
+            int(req.request_time_ms) - stamps[0, slots]) < recent_ms
         views["cand_bucket"].numpy()[:n_cand] = hash_item_ids(cands, cfg.item_id_buckets)
         hour = (int(req.request_time_ms) // HOUR_MS) % 24
         surface = min(max(int(req.surface_id), 0), cfg.n_surfaces - 1)
@@ -329,7 +338,15 @@ class RankingEngine:
                 if shared is None:
                     parts.append(chunk.new_zeros((size, model.encoder.output_dim)))
                 else:
-                    parts.append(self.encode_candidates(shared, chunk))
+                    encoded = self.encode_candidates(shared, chunk)
+                    if cfg.encoder.similarity_pool:  # padded slots have action 0: no match
+                        unit = model.encoder.pool_unit
+                        sim = unit(chunk) @ unit(views["seq_item_emb"]).T  # (C, L)
+                        seq_actions = views["seq_actions"][None]
+                        encoded = torch.cat([encoded, similarity_pool(
+                            sim, seq_actions, seq_actions > 0,
+                            views["seq_recent"][None] > 0)], dim=1)
+                    parts.append(encoded)
             if cfg.use_batch_user_emb:
                 parts.append(views["user_emb"].expand(size, -1))
             parts.append(chunk)

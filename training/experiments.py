@@ -39,6 +39,8 @@ ORACLE = "oracle"
 
 _NO_REALTIME_ENC = {"kind": "none"}
 _NO_REALTIME_RANKER = {"use_sequence_stats": False}
+#: the published baselines have no candidate-similarity pool (TransAct's addition here)
+_NO_POOL = {"similarity_pool": False}
 
 
 @dataclass(frozen=True)
@@ -68,11 +70,13 @@ class Variant:
 VARIANTS: tuple[Variant, ...] = (
     Variant(BASELINE, "baselines", "no realtime sequence encoder (batch user embedding and "
             "the sequence's count features)", encoder=_NO_REALTIME_ENC),
-    Variant("wdl_avg", "baselines", "WDL + average-pooled sequence", encoder={"kind": "avg"}),
+    Variant("wdl_avg", "baselines", "WDL + average-pooled sequence",
+            encoder={"kind": "avg", **_NO_POOL}),
     Variant("bst_all", "baselines", "BST: append fusion + learned positions, all actions",
-            encoder={"fusion": "append", "positional": "learned"}),
+            encoder={"fusion": "append", "positional": "learned", **_NO_POOL}),
     Variant("bst_positive", "baselines", "BST, positive actions only (click/save)",
-            encoder={"fusion": "append", "positional": "learned", "actions": "positive"}),
+            encoder={"fusion": "append", "positional": "learned", "actions": "positive",
+                     **_NO_POOL}),
     Variant("transact", "baselines", "TransAct (concat, 2 layers, K=10 + max pool)"),
     Variant("no_realtime", "hybrid", "batch embedding only: no sequence encoder and no "
             "sequence count features", encoder=_NO_REALTIME_ENC, ranker=_NO_REALTIME_RANKER),
@@ -98,6 +102,14 @@ VARIANTS: tuple[Variant, ...] = (
             encoder={"candidate_similarity": True}),
     Variant("no_candidate_similarity", "tokens", "TransAct without the cos(item, candidate) "
             "token channel", encoder={"candidate_similarity": False}),
+    Variant("similarity_pool", "tokens", "TransAct plus the pooled cos(item, candidate) "
+            "features per action type and recency (max, mean, soft count)",
+            encoder={"similarity_pool": True}),
+    Variant("similarity_pool_learned", "tokens", "TransAct plus the pooled similarity "
+            "features under a learned metric cos(P e_i, P e_cand)",
+            encoder={"similarity_pool": True, "similarity_pool_learned": True}),
+    Variant("no_similarity_pool", "tokens", "TransAct without the pooled cos(item, "
+            "candidate) features", encoder={"similarity_pool": False}),
     Variant("train_seq_len_32", "length", "TransAct trained on the newest 32 actions "
             "(evaluated on 100; the default until 2026-12-01)", encoder={"train_seq_len": 32}),
     Variant("action_age", "tokens", "TransAct whose tokens also carry a learned embedding of "

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from transact.model.config import EncoderConfig
+from transact.model.config import SIMILARITY_POOL_DIM, EncoderConfig
 from transact.model.encoder import SequenceEncoder
 from transact.schema import HOUR_MS, ActionType
 
@@ -197,7 +197,8 @@ def test_shared_first_layer_rewrite_is_exact(positional: str, n_real: int,
     gives the same output as the per-candidate encoder (also with the similarity channel)."""
     actions, items, ts, request, _ = make_inputs(batch=1, n_real=n_real)
     cands = torch.randn(230, E, generator=torch.Generator().manual_seed(4))
-    enc = encoder(positional=positional, candidate_similarity=similarity)
+    enc = encoder(positional=positional, candidate_similarity=similarity,
+                  similarity_pool=similarity)
     expected = enc(actions.expand(230, -1), items.expand(230, -1, -1), ts.expand(230, -1),
                    request.expand(230), cands)
     shared = enc.forward_shared(actions[0], items[0], ts[0], request[0], cands, chunk_size=64)
@@ -249,6 +250,36 @@ def test_similarity_channel_is_the_cosine_of_item_and_candidate() -> None:
     tokens, attend = enc.tokens(actions, items, cand, visible)
     expected = torch.nn.functional.cosine_similarity(items[:, :5], cand[:, None, :], dim=2)
     torch.testing.assert_close(tokens[:, :5, -1], expected, atol=1e-6, rtol=1e-5)
+
+
+def test_similarity_pool_reads_the_type_and_recency_of_similar_actions() -> None:
+    """A save of the candidate itself 5 minutes ago: the save columns of both scopes show
+    cos = 1; moved to 2 hours ago it leaves the recent scope; as a hide it moves to the hide
+    columns. Columns: scope (all, recent) x type (click, save, hide) x (max, mean, soft count)."""
+    actions, items, ts, request, cand = make_inputs(batch=1, n_real=3, gap_ms=HOUR_MS)
+    actions[0, :3] = int(ActionType.CLICK)
+    items[0, :3] = -cand[0]  # every old click is the opposite of the candidate (cos = -1)
+    actions[0, 3], items[0, 3], ts[0, 3] = int(ActionType.SAVE), cand[0], REQUEST_MS - 300_000
+    enc = encoder(similarity_pool=True)
+    assert enc.output_dim == 11 * 97 + SIMILARITY_POOL_DIM
+
+    def pool(acts, stamps):
+        return enc(acts, items, stamps, request, cand)[0, -SIMILARITY_POOL_DIM:].view(2, 3, 3)
+
+    fresh = pool(actions, ts)
+    torch.testing.assert_close(fresh[0, 0], torch.tensor([-1.0, -1.0, 0.0]))  # clicks, all
+    torch.testing.assert_close(fresh[:, 1, :2], torch.ones(2, 2))  # the save, both scopes
+    assert fresh[1, 0].abs().sum() == 0  # the clicks are hours old: not recent
+    assert fresh[:, 2].abs().sum() == 0  # no hide
+    old_ts = ts.clone()
+    old_ts[0, 3] = REQUEST_MS - 2 * HOUR_MS
+    assert pool(actions, old_ts)[1].abs().sum() == 0
+    assert pool(actions, old_ts)[0, 1, 0].item() == pytest.approx(1.0)
+    hidden = actions.clone()
+    hidden[0, 3] = int(ActionType.HIDE)
+    as_hide = pool(hidden, ts)
+    assert as_hide[:, 1].abs().sum() == 0
+    torch.testing.assert_close(as_hide[:, 2, 0], torch.ones(2))
 
 
 def test_model_configs_validate_alike_and_name_bad_choices() -> None:

@@ -45,6 +45,8 @@ def model_of(seed: int = 0, **encoder: object) -> tuple[Pinnability, np.ndarray]
     torch.manual_seed(seed)
     ranker = {k: encoder.pop(k) for k in list(encoder) if k in RankerConfig.__dataclass_fields__}
     model = Pinnability(RankerConfig(encoder=EncoderConfig(**encoder), **ranker)).eval()
+    if model.encoder.pool_proj is not None:  # not the identity it starts at
+        torch.nn.init.normal_(model.encoder.pool_proj.weight)
     table = np.random.default_rng(seed).normal(size=(N_ITEMS + 1, 32)).astype(np.float32)
     table[0] = 0
     return model, table
@@ -86,6 +88,10 @@ def test_parallel_chunk_workers_are_exact() -> None:
     {"n_cross_layers": 2, "input_norm": "none"},
     {"candidate_similarity": True},
     {"candidate_similarity": True, "num_heads": 4, "num_layers": 1, "action_emb_dim": 31},
+    {"similarity_pool": True},
+    {"similarity_pool": True, "similarity_pool_learned": True},
+    {"similarity_pool": True, "similarity_recent_ms": 36_000_000, "num_heads": 4,
+     "action_emb_dim": 31, "candidate_similarity": True},
 ])
 def test_engine_is_exact_across_configurations(variant: dict) -> None:
     model, table = model_of(1, **dict(variant))
@@ -99,7 +105,7 @@ def test_engine_is_exact_across_configurations(variant: dict) -> None:
 
 @pytest.mark.parametrize("variant", [
     {"kind": "avg"}, {"kind": "none"}, {"fusion": "append"}, {"positional": "learned"},
-    {"kind": "lstm"},
+    {"kind": "lstm"}, {"kind": "avg", "similarity_pool": True},
 ])
 def test_baseline_encoders_fall_back_to_the_model(variant: dict) -> None:
     model, table = model_of(2, **dict(variant))

@@ -38,6 +38,8 @@ DEFAULT_WINDOW_MS = 24 * HOUR_MS
 #: upper edges (minutes) of the action-age buckets of ``EncoderConfig.action_age``; ages at
 #: or above the last edge share the last bucket
 ACTION_AGE_EDGES_MIN: tuple[float, ...] = (1, 3, 10, 30, 60, 180, 720, 1440, 4320, 10080)
+#: columns of ``EncoderConfig.similarity_pool``: 3 action types x 2 scopes x 3 statistics
+SIMILARITY_POOL_DIM = 18
 
 
 class ConfigError(UserError):
@@ -102,6 +104,16 @@ class EncoderConfig:
     #: look alike)
     action_age: bool = False
     cnn_kernel: int = 3
+    #: candidate-aware pooled features beside the encoder output (not in the paper): per
+    #: action type (click, save, hide) and scope (every visible action; those younger than
+    #: ``similarity_recent_ms``), the max, the mean and ``log1p`` of the summed positive part
+    #: of ``cos(e_i, e_cand)`` - :data:`SIMILARITY_POOL_DIM` columns (see
+    #: :func:`transact.model.encoder.similarity_pool`)
+    similarity_pool: bool = False
+    similarity_recent_ms: int = 30 * 60_000
+    #: the pool's cosine is taken after a learned linear map ``P`` (``E x E``, identity at
+    #: init) of both vectors: ``cos(P e_i, P e_cand)``, a learned similarity metric
+    similarity_pool_learned: bool = False
 
     @property
     def d_model(self) -> int:
@@ -115,9 +127,10 @@ class EncoderConfig:
     def output_dim(self) -> int:
         if self.kind == "none":
             return 0
+        pool = SIMILARITY_POOL_DIM if self.similarity_pool else 0
         if self.kind == "avg":
-            return self.d_model
-        return (self.first_k + int(self.max_pool)) * self.d_model
+            return self.d_model + pool
+        return (self.first_k + int(self.max_pool)) * self.d_model + pool
 
     def validate(self) -> EncoderConfig:
         _check_choice("encoder.kind", self.kind, ENCODER_KINDS)
@@ -144,6 +157,8 @@ class EncoderConfig:
         _check_choice("encoder.time_window_mode", self.time_window_mode, WINDOW_MODES)
         if self.action_emb_std <= 0:
             raise ConfigError(f"encoder.action_emb_std must be > 0, got {self.action_emb_std}")
+        if self.similarity_recent_ms <= 0:
+            raise ConfigError("encoder.similarity_recent_ms must be > 0")
         return self
 
 

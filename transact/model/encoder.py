@@ -8,7 +8,8 @@ Inputs (``B`` rows = candidates, ``S`` sequence slots, newest first, ``E`` = ite
 * ``request_time_ms`` ``(B,)`` int64
 * ``cand_item_emb`` ``(B, E)`` float32
 
-Output: ``(B, output_dim)`` with ``output_dim = (K + max_pool) * d`` (``d`` = token width).
+Output: ``(B, output_dim)`` with ``output_dim = (K + max_pool) * d`` (``d`` = token width),
+plus :data:`SIMILARITY_POOL_DIM` columns with ``similarity_pool`` (:func:`similarity_pool`).
 
 Which actions an encoder sees (:meth:`SequenceEncoder.visibility`), in this order:
 
@@ -46,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transact.model.config import ACTION_AGE_EDGES_MIN, EncoderConfig
+from transact.model.config import ACTION_AGE_EDGES_MIN, SIMILARITY_POOL_DIM, EncoderConfig
 from transact.schema import N_ACTION_CODES, ActionType
 
 
@@ -100,6 +101,7 @@ class SequenceEncoder(nn.Module):
         self.cfg = cfg
         self.output_dim = cfg.output_dim
         self.mask_generator: torch.Generator | None = None
+        self.pool_proj: nn.Linear | None = None
         if cfg.kind == "none":
             return
         d = cfg.d_model
@@ -116,6 +118,10 @@ class SequenceEncoder(nn.Module):
             self.register_buffer("age_edges_ms", torch.tensor(
                 [edge * 60_000.0 for edge in ACTION_AGE_EDGES_MIN], dtype=torch.float64),
                 persistent=False)
+        if cfg.similarity_pool and cfg.similarity_pool_learned:
+            self.pool_proj = nn.Linear(cfg.item_emb_dim, cfg.item_emb_dim, bias=False)
+            with torch.no_grad():
+                self.pool_proj.weight.copy_(torch.eye(cfg.item_emb_dim))
         if cfg.kind == "transformer":
             self.layers = nn.ModuleList(
                 TransformerLayer(d, cfg.num_heads, cfg.ffn_dim, cfg.dropout)
@@ -225,7 +231,38 @@ class SequenceEncoder(nn.Module):
         tokens, attend = self.tokens(seq_action_types, seq_item_emb, cand_item_emb, visible,
                                      seq_timestamps_ms, request_time_ms)
         keys = self.window_keys(seq_timestamps_ms, request_time_ms, visible, attend)
-        return self.encode_tokens(tokens, attend, keys)
+        encoded = self.encode_tokens(tokens, attend, keys)
+        if not self.cfg.similarity_pool:
+            return encoded
+        pooled = self.pool_similarity(seq_action_types, seq_item_emb, seq_timestamps_ms,
+                                      request_time_ms, cand_item_emb, visible)
+        return torch.cat([encoded, pooled], dim=1)
+
+    def pool_unit(self, item_emb: torch.Tensor) -> torch.Tensor:
+        """``(..., E)`` -> unit vectors of the pool's metric (``P e`` when learned)."""
+        if self.pool_proj is not None:
+            item_emb = self.pool_proj(item_emb)
+        return F.normalize(item_emb, dim=-1)
+
+    def pool_similarity(
+        self,
+        seq_action_types: torch.Tensor,
+        seq_item_emb: torch.Tensor,
+        seq_timestamps_ms: torch.Tensor,
+        request_time_ms: torch.Tensor,
+        cand_item_emb: torch.Tensor,
+        visible: torch.Tensor,
+    ) -> torch.Tensor:
+        """``(B, SIMILARITY_POOL_DIM)``: :func:`similarity_pool` of the visible slots.
+
+        Sequence inputs may have batch size 1 (one shared sequence) and broadcast against
+        ``cand_item_emb (B, E)``.
+        """
+        sim = (self.pool_unit(seq_item_emb)
+               * self.pool_unit(cand_item_emb)[:, None, :]).sum(dim=2)  # (B, S)
+        age_ms = request_time_ms[:, None] - seq_timestamps_ms
+        recent = age_ms < self.cfg.similarity_recent_ms
+        return similarity_pool(sim, seq_action_types, visible, recent)
 
     @torch.no_grad()
     def forward_shared(
@@ -286,8 +323,13 @@ class SequenceEncoder(nn.Module):
             hidden = first.finish(tokens, first.attention(qkv, keys))
             for layer in rest:
                 hidden = layer(hidden, keys)
-            outputs.append(compress(hidden, attend.expand(size, -1), self.cfg.first_k,
-                                    self.cfg.max_pool))
+            encoded = compress(hidden, attend.expand(size, -1), self.cfg.first_k,
+                               self.cfg.max_pool)
+            if cfg.similarity_pool:
+                encoded = torch.cat([encoded, self.pool_similarity(
+                    seq_action_types[None], seq_item_emb[None], seq_timestamps_ms[None],
+                    request_time_ms.reshape(1), chunk, visible)], dim=1)
+            outputs.append(encoded)
         return torch.cat(outputs) if outputs else cand_item_emb.new_zeros((0, self.output_dim))
 
     def tokens(
@@ -381,6 +423,37 @@ class SequenceEncoder(nn.Module):
         out, _ = nn.utils.rnn.pad_packed_sequence(
             out, batch_first=True, total_length=tokens.shape[1])
         return torch.gather(out, 1, index)
+
+
+#: action types pooled by :func:`similarity_pool`, in column order
+SIMILARITY_POOL_TYPES: tuple[int, ...] = (int(ActionType.CLICK), int(ActionType.SAVE),
+                                          int(ActionType.HIDE))
+
+
+def similarity_pool(sim: torch.Tensor, seq_action_types: torch.Tensor, visible: torch.Tensor,
+                    recent: torch.Tensor) -> torch.Tensor:
+    """Candidate-aware pooled features ``(B, SIMILARITY_POOL_DIM)``.
+
+    ``sim (B, S)``: ``cos(e_i, e_cand)`` per slot; ``seq_action_types``, ``visible`` and
+    ``recent`` ``(B, S)`` or ``(1, S)`` (broadcast). For each scope (visible; visible and
+    recent) and each action type of :data:`SIMILARITY_POOL_TYPES`: the max of ``sim``, its
+    mean and ``log1p(sum(relu(sim)))`` (a soft count of similar actions) over the matching
+    slots, 0 where none match. Slot order does not matter.
+    """
+    columns = []
+    for scope in (visible, visible & recent):
+        for code in SIMILARITY_POOL_TYPES:
+            match = scope & (seq_action_types == code)
+            count = match.sum(dim=1)
+            weights = match.to(sim.dtype)
+            best = sim.masked_fill(~match, -math.inf).max(dim=1).values
+            columns.append(torch.where(count > 0, best, torch.zeros_like(best)))
+            columns.append((sim * weights).sum(dim=1) / count.clamp(min=1))
+            columns.append(torch.log1p((sim.clamp(min=0.0) * weights).sum(dim=1)))
+    return torch.stack(columns, dim=1)
+
+
+assert len(SIMILARITY_POOL_TYPES) * 2 * 3 == SIMILARITY_POOL_DIM
 
 
 def compress(hidden: torch.Tensor, attend: torch.Tensor, first_k: int, max_pool: bool

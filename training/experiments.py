@@ -77,7 +77,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("bst_positive", "baselines", "BST, positive actions only (click/save)",
             encoder={"fusion": "append", "positional": "learned", "actions": "positive",
                      **_NO_POOL}),
-    Variant("transact", "baselines", "TransAct (concat, 2 layers, K=10 + max pool)"),
+    Variant("transact", "baselines", "TransAct (concat, 2 layers, K=10 + max pool, cos channel "
+            "and similarity pool)"),
     Variant("no_realtime", "hybrid", "batch embedding only: no sequence encoder and no "
             "sequence count features", encoder=_NO_REALTIME_ENC, ranker=_NO_REALTIME_RANKER),
     Variant("no_batch_emb", "hybrid", "TransAct without the batch user embedding",
@@ -102,14 +103,15 @@ VARIANTS: tuple[Variant, ...] = (
             encoder={"candidate_similarity": True}),
     Variant("no_candidate_similarity", "tokens", "TransAct without the cos(item, candidate) "
             "token channel", encoder={"candidate_similarity": False}),
-    Variant("similarity_pool", "tokens", "TransAct plus the pooled cos(item, candidate) "
-            "features per action type and recency (max, mean, soft count)",
-            encoder={"similarity_pool": True}),
-    Variant("similarity_pool_learned", "tokens", "TransAct plus the pooled similarity "
-            "features under a learned metric cos(P e_i, P e_cand)",
-            encoder={"similarity_pool": True, "similarity_pool_learned": True}),
+    Variant("similarity_pool_raw", "tokens", "TransAct whose similarity pool uses the plain "
+            "cosine of the item vectors (no learned metric)",
+            encoder={"similarity_pool": True, "similarity_pool_learned": False}),
     Variant("no_similarity_pool", "tokens", "TransAct without the pooled cos(item, "
-            "candidate) features", encoder={"similarity_pool": False}),
+            "candidate) features (the default until 2026-12-01, session 3)",
+            encoder={"similarity_pool": False}),
+    Variant("no_similarity_at_all", "tokens", "TransAct with neither the cos channel in the "
+            "tokens nor the similarity pool: the paper's tokens",
+            encoder={"similarity_pool": False, "candidate_similarity": False}),
     Variant("train_seq_len_32", "length", "TransAct trained on the newest 32 actions "
             "(evaluated on 100; the default until 2026-12-01)", encoder={"train_seq_len": 32}),
     Variant("action_age", "tokens", "TransAct whose tokens also carry a learned embedding of "

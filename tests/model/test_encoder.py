@@ -45,7 +45,9 @@ def encoder(**kwargs) -> SequenceEncoder:
 def test_output_width_is_k_plus_one_times_d(kwargs, columns, width) -> None:
     enc = encoder(**kwargs)
     out = enc(*make_inputs())
-    assert out.shape == (4, columns * width) == (4, enc.output_dim)
+    pool = SIMILARITY_POOL_DIM  # the similarity pool's columns (on by default)
+    assert out.shape == (4, columns * width + pool) == (4, enc.output_dim)
+    assert encoder(**kwargs, similarity_pool=False).output_dim == columns * width
 
 
 def test_future_actions_never_influence_the_output() -> None:
@@ -209,7 +211,8 @@ def test_keys_mode_window_hides_actions_from_attention_only_in_training() -> Non
     """``time_window_mode="keys"``: recent actions stay in the output columns but no token
     attends to them; the newest action always stays a key; evaluation masks nothing."""
     actions, items, ts, request, cand = make_inputs(n_real=30, gap_ms=10 * 60_000)
-    enc = encoder(time_window_mode="keys", time_window_ms=24 * HOUR_MS, dropout=0.0).train()
+    enc = encoder(time_window_mode="keys", time_window_ms=24 * HOUR_MS, dropout=0.0,
+                  similarity_pool=False).train()  # output = d-wide columns only
     enc.set_mask_seed(5)
     visible = enc.visibility(actions, ts, request)
     assert torch.equal(visible, enc.usable(actions, ts, request))  # nothing dropped

@@ -108,12 +108,12 @@ class EncoderConfig:
     #: action type (click, save, hide) and scope (every visible action; those younger than
     #: ``similarity_recent_ms``), the max, the mean and ``log1p`` of the summed positive part
     #: of ``cos(e_i, e_cand)`` - :data:`SIMILARITY_POOL_DIM` columns (see
-    #: :func:`transact.model.encoder.similarity_pool`)
-    similarity_pool: bool = False
+    #: :func:`transact.model.encoder.similarity_pool`; on by default, measured: docs/model.md)
+    similarity_pool: bool = True
     similarity_recent_ms: int = 30 * 60_000
     #: the pool's cosine is taken after a learned linear map ``P`` (``E x E``, identity at
     #: init) of both vectors: ``cos(P e_i, P e_cand)``, a learned similarity metric
-    similarity_pool_learned: bool = False
+    similarity_pool_learned: bool = True
 
     @property
     def d_model(self) -> int:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from transact.model.config import RankerConfig
+from transact.model.config import EncoderConfig, RankerConfig
 from transact.model.encoder import SequenceEncoder, compress
 from transact.model.features import RankingBatch, make_batch
 from transact.model.loss import multitask_loss
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     max_diff: dict[str, float] = {}
     failures: list[str] = []
     if not args.skip_eval:
-        model = Pinnability(RankerConfig()).eval()
+        model = Pinnability(RankerConfig(encoder=EncoderConfig(similarity_pool=False))).eval()
         plain = copy.deepcopy(model)
         plain.encoder = PlainTransformerEncoder(plain.encoder).eval()
         batch = request_batch(args.candidates, item_table, rng)
@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     if not failures:
         for name, lengths in (("full_100", np.full(args.batch_size, 100)),
                               ("uniform_0_100", rng.integers(0, 101, args.batch_size))):
-            trainee = Pinnability(RankerConfig()).train()
+            trainee = Pinnability(
+                RankerConfig(encoder=EncoderConfig(similarity_pool=False))).train()
             optimizer = torch.optim.Adam(trainee.parameters(), lr=1e-3)
             train_batch = request_batch(args.batch_size, item_table, rng, lengths,
                                         same_user=False)

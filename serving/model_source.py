@@ -127,6 +127,10 @@ def load_served_model(uri: str, item_vectors_dir: str = "",
     """Resolve ``uri``, load the artifact and its item vectors, build the engine."""
     version, artifact_dir = resolved or resolve_model_uri(uri)
     artifact = load_model(artifact_dir)
+    if artifact.config.ranker.use_engagement_counters:
+        raise ModelSourceError(
+            f"{artifact_dir} reads engagement counters (ranker.use_engagement_counters), which "
+            f"the online store does not serve yet: serve a model trained without them")
     examples_dir = item_vectors_dir or artifact.metadata.get("examples_dir", "")
     if not examples_dir:
         raise ModelSourceError(f"{artifact_dir} does not name the examples it was trained on "

@@ -135,6 +135,11 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("hide_weight_5", "loss", "TransAct with hide positives weighted 5 in the loss "
             "(label-weight matrix M[hide, hide] = 5)",
             loss={"label_weights": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 5.0]]}),
+    Variant("engagement_counters", "counters", "TransAct with the point-in-time engagement "
+            "counters of the item and the user (8 features; the MovieLens config's default)",
+            ranker={"use_engagement_counters": True}),
+    Variant("no_engagement_counters", "counters", "TransAct without the engagement counters",
+            ranker={"use_engagement_counters": False}),
     Variant("window_mask_24h_drop", "mask", "the paper's mask: window U(0, 24 h), masked "
             "actions dropped from the sequence",
             encoder={"time_window_mask": True, "time_window_ms": 24 * HOUR_MS,

@@ -157,13 +157,24 @@ def surface_id(name: str) -> int:
         return 0
 
 
-def example_schema(seq_len: int = SEQ_LEN, user_emb_dim: int = USER_EMB_DIM) -> pa.Schema:
+#: optional example columns (the builder writes them; hand-made examples may lack them):
+#: point-in-time engagement counters of the candidate item and of the user, each
+#: ``(impressions, clicks, saves, hides)`` strictly before the request (see
+#: :mod:`transact.data.counters`)
+COUNTER_COLUMNS: tuple[str, ...] = ("item_counts", "user_counts")
+
+
+def example_schema(seq_len: int = SEQ_LEN, user_emb_dim: int = USER_EMB_DIM,
+                   counters: bool = False) -> pa.Schema:
     """Arrow schema of one training example: an impression, its labels and its user's state.
 
     Sequence columns are fixed-size lists of ``seq_len`` entries, newest first, zero-padded
     (``seq_action_types == 0`` marks padding). Every ``seq_timestamps_ms`` entry of a real
-    action is strictly below ``request_time_ms``.
+    action is strictly below ``request_time_ms``. ``counters=True`` appends the optional
+    :data:`COUNTER_COLUMNS` (fixed-size lists of 4 int32).
     """
+    extra = [pa.field(name, pa.list_(pa.int32(), 4), nullable=False)
+             for name in COUNTER_COLUMNS] if counters else []
     return pa.schema(
         [
             pa.field("request_id", pa.int64(), nullable=False),
@@ -180,5 +191,6 @@ def example_schema(seq_len: int = SEQ_LEN, user_emb_dim: int = USER_EMB_DIM) -> 
             pa.field("seq_action_types", pa.list_(pa.int8(), seq_len), nullable=False),
             pa.field("seq_timestamps_ms", pa.list_(pa.int64(), seq_len), nullable=False),
             pa.field("user_batch_emb", pa.list_(pa.float32(), user_emb_dim), nullable=False),
+            *extra,
         ]
     )

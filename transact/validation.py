@@ -45,6 +45,7 @@ import pyarrow.compute as pc
 from transact.errors import CheckFailed, UserError
 from transact.runtime import quiet_telemetry
 from transact.schema import (
+    COUNTER_COLUMNS,
     EVENT_ACTIONS,
     EVENT_SCHEMA,
     HEAD_ACTIONS,
@@ -516,8 +517,10 @@ def validate_examples(
     """
     table = _to_table(table, "examples")
     length = int(seq_len) if seq_len is not None else _infer_seq_len(table)
-    schema = example_schema(seq_len=length, user_emb_dim=_infer_emb_dim(table))
     present = table.column_names
+    # the optional engagement-counter columns, when the builder wrote them
+    schema = example_schema(seq_len=length, user_emb_dim=_infer_emb_dim(table),
+                            counters=any(name in present for name in COUNTER_COLUMNS))
     list_columns = [f.name for f in schema if pa.types.is_fixed_size_list(f.type)]
     scalar_schema = pa.schema([f for f in schema if f.name not in list_columns])
     helpers = example_helper_columns(table, length)
@@ -626,4 +629,14 @@ def _full_example_checks(table: pa.Table, schema: pa.Schema, list_columns: list[
             bad = helpers[name] > 0
             checks.append(_full_check(title, bad, n_rows, rows_where(bad, helpers[name]),
                                       "value = number of bad slots in the row"))
+    for name in COUNTER_COLUMNS:
+        if name not in table.column_names or table.schema.field(name).type != schema.field(
+                name).type:
+            continue  # reported by the columns / type checks
+        counts = np.asarray(table.column(name).combine_chunks().flatten(), np.int64).reshape(
+            -1, 4)
+        bad = (counts < 0).any(axis=1) | (counts[:, 1:].sum(axis=1) > counts[:, 0])
+        checks.append(_full_check(
+            f"{name} are counts: non-negative, clicks + saves + hides <= impressions", bad,
+            n_rows, rows_where(bad), "(impressions, clicks, saves, hides) before the request"))
     return checks

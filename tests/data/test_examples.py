@@ -197,6 +197,10 @@ def test_skip_downsampling_is_deterministic_counted_and_keeps_engagements(tiny_d
     assert 0.1 < 1 - stats_a.skips_dropped / n_skips < 0.3
     kept = all_examples(tmp_path / "a")
     assert int((kept["outcome"].to_numpy() != SKIP).sum()) == int((acts != SKIP).sum())
+    # the counters count the dropped skips too: impressions before event i of item 1 + i % 20
+    last = kept.sort_by([("request_time_ms", "descending")]).slice(0, 1).to_pylist()[0]
+    before = [e for e in events if e[2] == last["item_id"] and e[4] < last["request_time_ms"]]
+    assert last["item_counts"][0] == len(before) + (ANCHOR[2] == last["item_id"])
     assert stats_a.skips_dropped > 0
 
 
@@ -241,6 +245,14 @@ def test_builder_matches_reference_and_never_leaks(tmp_path_factory, raw, seq_le
         assert got == seq
         assert all(ts < row["request_time_ms"] for ts in row["seq_timestamps_ms"][:n])
         assert set(row["seq_action_types"][n:]) <= {0}
+        # engagement counters: every user's events of the item (any events part), and the
+        # user's own events, strictly before the request
+        t = row["request_time_ms"]
+        for column, key in (("item_counts", 2), ("user_counts", 1)):
+            before = [e for e in events if e[key] == row[column.replace("counts", "id")]
+                      and e[4] < t]
+            assert row[column] == [len(before), *(sum(e[3] == a for e in before)
+                                                  for a in (CLICK, SAVE, HIDE))]
 
 
 def test_missing_or_truncated_inputs_are_readable_errors(tiny_dataset, tmp_path):

@@ -347,3 +347,22 @@ def test_helper_columns_match_a_hand_computation():
     flipped = replace(table, "label_click", np.where(np.arange(40) == 5, 1 - clicks, clicks))
     mismatch = example_helper_columns(flipped, SEQ_LEN)["label_outcome_mismatch"]
     assert mismatch.tolist() == [int(row == 5) for row in range(40)]
+
+
+def test_engagement_counter_columns_are_accepted_and_checked():
+    table = good_examples(n=50)
+    counts = np.tile(np.array([[10, 3, 2, 1]], np.int32), (table.num_rows, 1))
+    for name in ("item_counts", "user_counts"):
+        table = table.append_column(name, pa.FixedSizeListArray.from_arrays(
+            pa.array(counts.ravel()), 4))
+    assert validate_examples(table).success
+    counts = counts.copy()  # Arrow may share the buffer of the columns above
+    counts[7] = [2, 3, 0, 0]  # more clicks than impressions
+    bad = table.set_column(table.schema.get_field_index("item_counts"), "item_counts",
+                           pa.FixedSizeListArray.from_arrays(pa.array(counts.ravel()), 4))
+    report = validate_examples(bad)
+    assert not report.success
+    failed = [c for c in report.checks if not c.success]
+    assert [c.name for c in failed] == [
+        "item_counts are counts: non-negative, clicks + saves + hides <= impressions"]
+    assert failed[0].examples[0]["row"] == 7

@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from transact.data.counters import EngagementCounters
 from transact.data.dataset import (
     DatasetError,
     DatasetMeta,
@@ -79,7 +80,9 @@ class ExampleConfig:
     (events before the validation start): ``propagated`` (the default: the content vectors
     propagated over the co-engagement graph, seconds, no training; see
     :mod:`transact.model.item_graph`) or ``none``. The learned variant is the separate job
-    ``transact train item-embeddings --mode learned``.
+    ``transact train item-embeddings --mode learned``. ``engagement_counters``: also write the
+    point-in-time ``item_counts`` / ``user_counts`` columns (:mod:`transact.data.counters`;
+    about 33 bytes per event of memory for the whole dataset, built before the first part).
     """
 
     seq_len: int = SEQ_LEN
@@ -92,6 +95,7 @@ class ExampleConfig:
     start_ms: int | None = None
     rows_per_chunk: int = 100_000
     item_graph_mode: str = "propagated"
+    engagement_counters: bool = True
 
     def validate(self) -> ExampleConfig:
         """Raise :class:`UserError` naming the first bad setting; return ``self``."""
@@ -221,12 +225,16 @@ def iter_example_chunks(
     item_emb: np.ndarray,
     cfg: ExampleConfig,
     daily_emb: _DailyEmbeddings | None = None,
+    counters: tuple[EngagementCounters, EngagementCounters] | None = None,
 ) -> Iterator[pa.Table]:
     """Examples for one events table whose users are complete (all their events are in it).
 
     Args:
         events: rows in :data:`EVENT_SCHEMA`, any order.
         item_emb: ``(n_items + 1, E)`` content-embedding lookup (row 0 = padding).
+        counters: ``(per item, per user)`` engagement counters over *all* events (the item
+            side needs every user's); ``None`` with ``cfg.engagement_counters`` counts the
+            events of this table only.
     Yields:
         tables in :func:`example_schema` of at most ``cfg.rows_per_chunk`` rows, one row per
         event, in (user, time, event_id) order.
@@ -285,7 +293,9 @@ def iter_example_chunks(
                              dtype=np.int8)
     surface_ids = surface_codes[surfaces.indices.to_numpy(zero_copy_only=False)]
     request_ids = events.column("request_id").to_numpy()
-    schema = example_schema(seq_len, user_batch_emb.shape[1])
+    schema = example_schema(seq_len, user_batch_emb.shape[1], counters=cfg.engagement_counters)
+    if cfg.engagement_counters and counters is None:
+        counters = (EngagementCounters(items, ts, actions), EngagementCounters(users, ts, actions))
 
     def fixed(flat: np.ndarray, width: int, typ: pa.DataType) -> pa.Array:
         return pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1), type=typ), width)
@@ -321,6 +331,11 @@ def iter_example_chunks(
             "seq_timestamps_ms": fixed(seq_ts, seq_len, pa.int64()),
             "user_batch_emb": fixed(user_batch_emb[lo:hi], user_batch_emb.shape[1], pa.float32()),
         }
+        if counters is not None and cfg.engagement_counters:
+            columns["item_counts"] = fixed(counters[0].lookup(items[lo:hi], ts[lo:hi]), 4,
+                                           pa.int32())
+            columns["user_counts"] = fixed(counters[1].lookup(users[lo:hi], ts[lo:hi]), 4,
+                                           pa.int32())
         yield pa.table([columns[f.name] for f in schema], schema=schema)
 
 
@@ -333,7 +348,7 @@ def build_examples_from_events(
     """All examples of an events table whose users are complete, as one table (small data)."""
     chunks = list(iter_example_chunks(events, item_emb, cfg, daily_emb))
     if not chunks:
-        return example_schema(cfg.seq_len).empty_table()
+        return example_schema(cfg.seq_len, counters=cfg.engagement_counters).empty_table()
     return pa.concat_tables(chunks)
 
 
@@ -370,6 +385,10 @@ def build_examples(
     items = read_items(dataset_dir)
     item_emb = item_embedding_table(items)
     daily = _DailyEmbeddings(cfg.user_emb_path) if cfg.user_emb_path else None
+    # counted before skips are down-sampled: an impression counts whether or not it is kept
+    counters = ((EngagementCounters.from_event_parts(parts, "item_id"),
+                 EngagementCounters.from_event_parts(parts, "user_id"))
+                if cfg.engagement_counters else None)
     if cfg.test_fraction is not None and cfg.val_fraction is not None:
         val_start, test_start = fraction_boundaries(dataset_dir, cfg.test_fraction,
                                                     cfg.val_fraction)
@@ -432,7 +451,7 @@ def build_examples(
             stats.skips_dropped += int((~keep).sum())
             if not keep.all():
                 events = events.filter(pa.array(keep))
-            for examples in iter_example_chunks(events, item_emb, cfg, daily):
+            for examples in iter_example_chunks(events, item_emb, cfg, daily, counters):
                 if cfg.start_ms is not None:
                     early = examples.column("request_time_ms").to_numpy() < cfg.start_ms
                     stats.examples_before_start += int(early.sum())

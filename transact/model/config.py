@@ -205,6 +205,12 @@ class RankerConfig:
     #: numeric features derived from the realtime sequence (counts, recency); off for the
     #: "no realtime" variants so that they see nothing of the realtime sequence
     use_sequence_stats: bool = True
+    #: point-in-time engagement counters of the candidate item and of the user (impressions,
+    #: clicks, saves, hides before the request; :mod:`transact.data.counters`) as 8 numeric
+    #: features: the item's rating bias on MovieLens (``training/configs/movielens.yaml``).
+    #: Off by default: the online store does not maintain the counters yet, so serving
+    #: refuses such a model
+    use_engagement_counters: bool = False
     user_emb_dim: int = USER_EMB_DIM
     item_emb_dim: int = ITEM_EMB_DIM
     n_surfaces: int = len(SURFACES)

@@ -26,8 +26,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from transact.data.counters import counter_features
 from transact.errors import UserError
-from transact.schema import HEADS, HOUR_MS, ActionType, example_schema
+from transact.schema import COUNTER_COLUMNS, HEADS, HOUR_MS, ActionType, example_schema
 
 NUMERIC_FEATURES: tuple[str, ...] = (
     "log_n_actions", "log_hours_since_last", "log_n_click", "log_n_save", "log_n_hide",
@@ -61,10 +62,19 @@ class ExampleArrays:
     #: (N, H) float32 true outcome probabilities where the data source knows them (the
     #: synthetic world's oracle), NaN elsewhere. Never a model input: evaluation only.
     oracle_probs: np.ndarray | None = None
+    #: (N, 4) int32 point-in-time engagement counters of the candidate item / of the user
+    #: (:mod:`transact.data.counters`); -1 where the examples do not carry them
+    item_counts: np.ndarray | None = None
+    user_counts: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        n = len(self.request_id)
         if self.oracle_probs is None:
-            self.oracle_probs = np.full((len(self.request_id), len(HEADS)), np.nan, np.float32)
+            self.oracle_probs = np.full((n, len(HEADS)), np.nan, np.float32)
+        if self.item_counts is None:
+            self.item_counts = np.full((n, 4), -1, np.int32)
+        if self.user_counts is None:
+            self.user_counts = np.full((n, 4), -1, np.int32)
 
     def __len__(self) -> int:
         return len(self.request_id)
@@ -108,6 +118,8 @@ def examples_from_table(table: pa.Table) -> ExampleArrays:
         seq_timestamps_ms=_fixed_list(table, "seq_timestamps_ms", np.int64),
         user_batch_emb=_fixed_list(table, "user_batch_emb", np.float32),
         user_weight=np.ones(table.num_rows, dtype=np.float32),
+        **{name: _fixed_list(table, name, np.int32) for name in COUNTER_COLUMNS
+           if name in table.column_names},
     )
 
 
@@ -170,6 +182,9 @@ class RankingBatch:
     hour_of_day: torch.Tensor  # (B,) int64
     numeric: torch.Tensor  # (B, F) float32
     user_batch_emb: torch.Tensor  # (B, U) float32
+    #: (B, 8) float32 engagement-counter features (:func:`counter_features`); None when the
+    #: inputs carry no counters
+    counters: torch.Tensor | None = None
     labels: torch.Tensor | None = None  # (B, H) float32
     user_weight: torch.Tensor | None = None  # (B,) float32
     request_id: torch.Tensor | None = None  # (B,) int64
@@ -204,8 +219,18 @@ def make_batch(
     labels: np.ndarray | None = None,
     user_weight: np.ndarray | None = None,
     request_id: np.ndarray | None = None,
+    item_counts: np.ndarray | None = None,
+    user_counts: np.ndarray | None = None,
 ) -> RankingBatch:
-    """Build a :class:`RankingBatch` from numpy arrays (shapes as in :class:`ExampleArrays`)."""
+    """Build a :class:`RankingBatch` from numpy arrays (shapes as in :class:`ExampleArrays`).
+
+    ``item_counts`` / ``user_counts`` ``(B, 4)``: the engagement counters; the batch's
+    ``counters`` is None unless both are given and known (no -1 entry).
+    """
+    counters = None
+    if (item_counts is not None and user_counts is not None
+            and (np.asarray(item_counts) >= 0).all() and (np.asarray(user_counts) >= 0).all()):
+        counters = torch.from_numpy(counter_features(item_counts, user_counts))
     seq_action_types = seq_action_types.astype(np.int64)
     request_time_ms = request_time_ms.astype(np.int64)
     return RankingBatch(
@@ -220,6 +245,7 @@ def make_batch(
         numeric=torch.from_numpy(sequence_numeric_features(
             seq_action_types, seq_timestamps_ms, request_time_ms)),
         user_batch_emb=torch.from_numpy(np.ascontiguousarray(user_batch_emb, dtype=np.float32)),
+        counters=counters,
         labels=None if labels is None else torch.from_numpy(labels.astype(np.float32)),
         user_weight=None if user_weight is None else torch.from_numpy(
             user_weight.astype(np.float32)),
@@ -244,4 +270,6 @@ def collate(
         labels=examples.labels[idx],
         user_weight=examples.user_weight[idx],
         request_id=examples.request_id[idx],
+        item_counts=examples.item_counts[idx],
+        user_counts=examples.user_counts[idx],
     )

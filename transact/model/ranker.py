@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from transact.data.counters import N_COUNTER_FEATURES
+from transact.errors import UserError
 from transact.model.config import RankerConfig
 from transact.model.encoder import SequenceEncoder
 from transact.model.features import NUMERIC_FEATURES, RankingBatch
@@ -55,6 +57,8 @@ class Pinnability(nn.Module):
         if cfg.use_batch_user_emb:
             self.block_dims.append(cfg.user_emb_dim)
         self.block_dims.append(cfg.item_emb_dim)
+        if cfg.use_engagement_counters:
+            self.block_dims.append(N_COUNTER_FEATURES)
         self.input_dim = sum(self.block_dims)
         self.input_norm = (nn.LayerNorm(self.input_dim) if cfg.input_norm == "layer"
                            else nn.Identity())
@@ -96,6 +100,12 @@ class Pinnability(nn.Module):
         if cfg.use_batch_user_emb:
             parts.append(batch.user_batch_emb)
         parts.append(batch.cand_item_emb)
+        if cfg.use_engagement_counters:
+            if batch.counters is None:
+                raise UserError("this model reads engagement counters (use_engagement_counters) "
+                                "but the batch has none: rebuild the examples with "
+                                "`transact data examples` (engagement_counters on)")
+            parts.append(batch.counters)
         if self.block_norms is not None:
             parts = [norm(part) for norm, part in zip(self.block_norms, parts, strict=True)]
         return torch.cat(parts, dim=1)

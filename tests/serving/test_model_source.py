@@ -71,3 +71,16 @@ def test_item_vectors_are_the_models_representation(serving_examples: Path) -> N
     assert both.shape[1] == content.shape[1] + table.shape[1]
     with pytest.raises(ModelSourceError, match="items.parquet is missing"):
         load_item_vectors(serving_examples / "nope", "pinnerformer")
+
+
+def test_a_model_that_reads_engagement_counters_is_refused_with_a_reason(tmp_path: Path) -> None:
+    """The online store does not maintain the counters: serving such a model would score every
+    request without them, so it is refused at load time (nothing is swapped in)."""
+    from transact.model.artifact import save_model
+    from transact.model.config import ModelConfig, RankerConfig
+    from transact.model.ranker import Pinnability
+
+    cfg = ModelConfig(ranker=RankerConfig(use_engagement_counters=True))
+    save_model(Pinnability(cfg.ranker), cfg, tmp_path / "m", metadata={})
+    with pytest.raises(ModelSourceError, match="engagement counters"):
+        load_served_model(str(tmp_path / "m"))

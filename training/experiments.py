@@ -92,7 +92,11 @@ VARIANTS: tuple[Variant, ...] = (
             encoder={"kind": "cnn"}),
     Variant("enc_lstm", "encoder", "LSTM encoder, concat tokens, K+max pool",
             encoder={"kind": "lstm"}),
-    Variant("k_only", "compression", "first K=10 columns only", encoder={"max_pool": False}),
+    Variant("k_only", "compression", "first K=10 columns only",
+            encoder={"max_pool": False, "first_k": 10}),
+    Variant("k_and_maxpool", "compression", "first K=10 columns and the max pool (the "
+            "default; the MovieLens config keeps the max pool only)",
+            encoder={"max_pool": True, "first_k": 10}),
     Variant("maxpool_only", "compression", "max pool only", encoder={"first_k": 0}),
     Variant("seq_len_20", "length", "TransAct on the newest 20 actions",
             encoder={"seq_len": 20}),

@@ -137,3 +137,21 @@ def test_one_seed_verdict_claims_no_significance() -> None:
     text = verdict({BASELINE: one(BASELINE, 0.5), "transact": one("transact", 0.6)})
     assert text.startswith("**Verdict (one seed, no significance test)**")
     assert "ahead on 6 of 6" in text
+
+
+@pytest.mark.parametrize("config_file", [None, "training/configs/movielens.yaml",
+                                         "training/configs/paper.yaml"])
+def test_every_variant_is_a_valid_model_on_every_shipped_config(config_file) -> None:
+    """The ablation list runs on the shipped configs (MovieLens keeps the max pool only, so a
+    variant that needs the K columns must set them itself)."""
+    from transact.config import resolve_config
+    from training.train import TrainConfig
+
+    root = Path(__file__).resolve().parents[2]
+    base = resolve_config(TrainConfig, root / config_file if config_file else None)
+    for variant in select_variants(None):
+        model = variant.apply(base.model)
+        assert model.ranker.encoder is not None
+    if config_file and "movielens" in config_file:
+        assert base.model.ranker.use_engagement_counters
+        assert base.model.ranker.encoder.first_k == 0

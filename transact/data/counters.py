@@ -12,7 +12,7 @@ The example builder writes them as two optional example columns, ``item_counts``
 of the within-request signal). Lookups are vectorised: events are sorted once by (key, time)
 with cumulative counts per outcome, and a query is two ``searchsorted`` calls.
 
-Memory: about 33 bytes per event (sort key, cumulative counts), for the whole dataset at once
+Memory: about 25 bytes per event and side (sort key, cumulative counts), for the whole dataset at once
 — the item side needs every user's events.
 """
 

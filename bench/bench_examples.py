@@ -6,7 +6,9 @@ Usage::
     python bench/bench_examples.py --dataset artifacts/synthetic            # an existing dataset
 
 With no ``--dataset`` it writes a random dataset first (vectorised; ~15% engagements, users in
-parts of ``--users-per-part``) so the figure measures the builder alone. Prints one JSON line.
+parts of ``--users-per-part``) so the figure measures the builder alone. Builds twice, without
+and with the engagement counters (the default), and reports both and their time ratio. Prints
+one JSON line.
 """
 
 from __future__ import annotations
@@ -86,10 +88,15 @@ def main() -> None:
             write_random_dataset(dataset, args.users, args.events_per_user, args.items,
                                  args.users_per_part, args.days)
         rss_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        started = time.perf_counter()
-        stats = build_examples(dataset, Path(tmp) / "examples", ExampleConfig())
-        elapsed = time.perf_counter() - started
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        # without the engagement counters first (peak RSS only grows), then the default
+        runs = {}
+        for counters in (False, True):
+            started = time.perf_counter()
+            stats = build_examples(dataset, Path(tmp) / "examples",
+                                   ExampleConfig(engagement_counters=counters))
+            runs[counters] = (time.perf_counter() - started,
+                              resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        elapsed, peak_mb = runs[True]
     result = {
         "bench": "examples", "dataset": str(args.dataset or "random"),
         "examples": stats.total, "seconds": round(elapsed, 2),
@@ -97,6 +104,9 @@ def main() -> None:
         "examples_per_min": round(60 * stats.total / elapsed),
         "peak_rss_mb": round(peak_mb), "rss_before_build_mb": round(rss_before_mb),
         "seq_len_mean": round(stats.seq_len_mean, 1),
+        "seconds_without_counters": round(runs[False][0], 2),
+        "peak_rss_mb_without_counters": round(runs[False][1]),
+        "counters_time_ratio": round(elapsed / runs[False][0], 2),
     }
     print(json.dumps(result))
     print(f"raw results: {write_results('examples', args, result)}")

@@ -206,7 +206,8 @@ def test_freeze_startup_heap_takes_live_objects_out_of_the_collector():
 
     try:
         frozen = freeze_startup_heap()
-        assert frozen > 1000 and gc.get_freeze_count() == frozen
+        # another thread (a pool, a client library) may free a few frozen objects meanwhile
+        assert frozen > 1000 and frozen - 1000 < gc.get_freeze_count() <= frozen
     finally:
         gc.unfreeze()
     assert gc.get_freeze_count() == 0

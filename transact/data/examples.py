@@ -82,7 +82,8 @@ class ExampleConfig:
     :mod:`transact.model.item_graph`) or ``none``. The learned variant is the separate job
     ``transact train item-embeddings --mode learned``. ``engagement_counters``: also write the
     point-in-time ``item_counts`` / ``user_counts`` columns (:mod:`transact.data.counters`;
-    about 50 bytes per event of memory for the item and user sides together, built before the first part).
+    about 50 bytes per event of memory for the item and user sides together, built before the
+    first part).
     """
 
     seq_len: int = SEQ_LEN

@@ -26,3 +26,12 @@ USER_EMB_FEATURE = "user_emb"
 ITEM_EMB_FEATURE = "content_emb"
 
 SEQUENCE_PUSH_SOURCE = "user_action_sequence_push"
+
+#: engagement counters (impressions, clicks, saves, hides; ``transact.data.counters``), kept
+#: by the stream processor per candidate item and per user
+ITEM_COUNTS_VIEW = "item_engagement"
+USER_COUNTS_VIEW = "user_engagement"
+ITEM_COUNTS_FEATURE = "item_counts"
+USER_COUNTS_FEATURE = "user_counts"
+ITEM_COUNTS_PUSH_SOURCE = "item_engagement_push"
+USER_COUNTS_PUSH_SOURCE = "user_engagement_push"

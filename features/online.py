@@ -34,15 +34,22 @@ from features.feast_layout import (
     decode_int_list,
 )
 from features.names import (
+    ITEM_COUNTS_FEATURE,
+    ITEM_COUNTS_VIEW,
     ITEM_EMB_FEATURE,
     ITEM_VIEW,
     SEQUENCE_VIEW,
+    USER_COUNTS_FEATURE,
+    USER_COUNTS_VIEW,
     USER_EMB_FEATURE,
     USER_EMB_VIEW,
 )
 from features.store import FeatureProfile
+from transact.data.counters import COUNTER_NAMES
 from transact.errors import UserError
 from transact.schema import ITEM_EMB_DIM, SEQ_LEN, USER_EMB_DIM
+
+_N_COUNTS = len(COUNTER_NAMES)
 
 
 @dataclass
@@ -53,7 +60,9 @@ class RankingFeatures:
     ``seq_timestamps_ms`` ``(L,)`` int64 (newest first, zero-padded), ``seq_len`` int,
     ``user_emb`` ``(USER_EMB_DIM,)`` float32, ``user_emb_found`` bool,
     ``user_emb_timestamp_ms`` int (-1 if missing), ``candidate_item_ids`` ``(C,)`` int64,
-    ``item_emb`` ``(C, ITEM_EMB_DIM)`` float32, ``item_found`` ``(C,)`` bool.
+    ``item_emb`` ``(C, ITEM_EMB_DIM)`` float32, ``item_found`` ``(C,)`` bool;
+    ``user_counts`` ``(4,)`` and ``item_counts`` ``(C, 4)`` int64: the stream processor's
+    engagement counters (impressions, clicks, saves, hides so far; zeros when none).
     """
 
     user_id: int
@@ -67,6 +76,17 @@ class RankingFeatures:
     candidate_item_ids: np.ndarray
     item_emb: np.ndarray
     item_found: np.ndarray
+    user_counts: np.ndarray
+    item_counts: np.ndarray
+
+
+def _counts(values: list[Any]) -> np.ndarray:
+    """Counter lists as read (``None`` when missing) -> ``(K, 4)`` int64, zeros if missing."""
+    out = np.zeros((len(values), _N_COUNTS), dtype=np.int64)
+    for i, value in enumerate(values):
+        if value is not None and len(value):
+            out[i, : min(len(value), _N_COUNTS)] = np.asarray(value, np.int64)[:_N_COUNTS]
+    return out
 
 
 def _fit(values: np.ndarray | None, length: int, dtype: Any) -> np.ndarray:
@@ -80,9 +100,12 @@ def _fit(values: np.ndarray | None, length: int, dtype: Any) -> np.ndarray:
 class OnlineReader(Protocol):
     def get_ranking_features(self, user_id: int, candidate_item_ids: Any) -> RankingFeatures: ...
 
+    def get_item_counts(self, item_ids: Any) -> np.ndarray: ...
+
 
 _SEQ_REFS = [f"{SEQUENCE_VIEW}:{f}" for f in
              ("seq_item_ids", "seq_action_types", "seq_timestamps_ms", "seq_len")]
+_ITEM_COUNTS_REF = f"{ITEM_COUNTS_VIEW}:{ITEM_COUNTS_FEATURE}"
 
 
 class FeastReader:
@@ -95,15 +118,18 @@ class FeastReader:
     def get_ranking_features(self, user_id: int, candidate_item_ids: Any) -> RankingFeatures:
         cands = np.asarray(candidate_item_ids, dtype=np.int64)
         user = self.store.get_online_features(
-            features=[*_SEQ_REFS, f"{USER_EMB_VIEW}:{USER_EMB_FEATURE}"],
+            features=[*_SEQ_REFS, f"{USER_EMB_VIEW}:{USER_EMB_FEATURE}",
+                      f"{USER_COUNTS_VIEW}:{USER_COUNTS_FEATURE}"],
             entity_rows=[{"user_id": int(user_id)}],
         ).to_dict()
         emb_list: list = []
+        count_list: list = []
         if len(cands):
-            emb_list = self.store.get_online_features(
-                features=[f"{ITEM_VIEW}:{ITEM_EMB_FEATURE}"],
+            got = self.store.get_online_features(
+                features=[f"{ITEM_VIEW}:{ITEM_EMB_FEATURE}", _ITEM_COUNTS_REF],
                 entity_rows={"item_id": cands.tolist()},
-            ).to_dict()[ITEM_EMB_FEATURE]
+            ).to_dict()
+            emb_list, count_list = got[ITEM_EMB_FEATURE], got[ITEM_COUNTS_FEATURE]
         found = np.array([e is not None for e in emb_list], dtype=bool)
         item_emb = np.zeros((len(cands), ITEM_EMB_DIM), dtype=np.float32)
         if found.any():
@@ -129,7 +155,18 @@ class FeastReader:
             candidate_item_ids=cands,
             item_emb=item_emb,
             item_found=found,
+            user_counts=_counts(user[USER_COUNTS_FEATURE])[0],
+            item_counts=_counts(count_list),
         )
+
+    def get_item_counts(self, item_ids: Any) -> np.ndarray:
+        """``(C, 4)`` int64 engagement counters of ``item_ids`` (zeros for unseen items)."""
+        ids = np.asarray(item_ids, dtype=np.int64)
+        if not len(ids):
+            return _counts([])
+        return _counts(self.store.get_online_features(
+            features=[_ITEM_COUNTS_REF], entity_rows={"item_id": ids.tolist()},
+        ).to_dict()[ITEM_COUNTS_FEATURE])
 
 
 #: HGET one field from many hashes in one command: a single reply instead of one per key
@@ -159,8 +196,10 @@ class RedisDirectReader:
             f(SEQUENCE_VIEW, "seq_item_ids"), f(SEQUENCE_VIEW, "seq_action_types"),
             f(SEQUENCE_VIEW, "seq_timestamps_ms"), f(SEQUENCE_VIEW, "seq_len"),
             f(USER_EMB_VIEW, USER_EMB_FEATURE), FeastRedisLayout.ts_field(USER_EMB_VIEW),
+            f(USER_COUNTS_VIEW, USER_COUNTS_FEATURE),
         ]
         self.item_field = f(ITEM_VIEW, ITEM_EMB_FEATURE)
+        self.item_counts_field = f(ITEM_COUNTS_VIEW, ITEM_COUNTS_FEATURE)
         self._hget_many = self.client.register_script(_HGET_MANY)
 
     def get_ranking_features(self, user_id: int, candidate_item_ids: Any) -> RankingFeatures:
@@ -169,14 +208,17 @@ class RedisDirectReader:
         if len(cands):
             pipe = self.client.pipeline(transaction=False)
             pipe.hmget(user_key, self.user_fields)
-            self._hget_many(keys=self.layout.entity_keys("item_id", cands),
-                            args=[self.item_field], client=pipe)
+            item_keys = self.layout.entity_keys("item_id", cands)
+            self._hget_many(keys=item_keys, args=[self.item_field], client=pipe)
+            self._hget_many(keys=item_keys, args=[self.item_counts_field], client=pipe)
             replies = pipe.execute()
         else:  # user features only: one plain HMGET, no pipeline object
             replies = [self.client.hmget(user_key, self.user_fields)]
-        seq_items, seq_actions, seq_ts, seq_len, user_emb_blob, user_ts_blob = replies[0]
+        (seq_items, seq_actions, seq_ts, seq_len, user_emb_blob, user_ts_blob,
+         user_counts_blob) = replies[0]
         item_blobs = list(replies[1]) if len(cands) else []
         item_blobs += [None] * (len(cands) - len(item_blobs))  # trailing nils are trimmed
+        count_blobs = list(replies[2]) if len(cands) else []
         item_emb, found = decode_float_lists(item_blobs, ITEM_EMB_DIM)
         user_emb, user_found = decode_float_lists([user_emb_blob], USER_EMB_DIM)
         stamp = -1
@@ -195,7 +237,23 @@ class RedisDirectReader:
             candidate_item_ids=cands,
             item_emb=item_emb,
             item_found=found,
+            user_counts=_counts([decode_int_list(user_counts_blob)])[0],
+            item_counts=self._decode_counts(count_blobs, len(cands)),
         )
+
+    @staticmethod
+    def _decode_counts(blobs: list[bytes | None], n: int) -> np.ndarray:
+        blobs = blobs + [None] * (n - len(blobs))  # trailing nils are trimmed
+        return _counts([decode_int_list(b) for b in blobs])
+
+    def get_item_counts(self, item_ids: Any) -> np.ndarray:
+        """``(C, 4)`` int64 engagement counters of ``item_ids``: one script call."""
+        ids = np.asarray(item_ids, dtype=np.int64)
+        if not len(ids):
+            return _counts([])
+        blobs = self._hget_many(keys=self.layout.entity_keys("item_id", ids),
+                                args=[self.item_counts_field])
+        return self._decode_counts(list(blobs), len(ids))
 
 
 def freeze_startup_heap() -> int:

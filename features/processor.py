@@ -19,7 +19,11 @@ Per batch (``XREADGROUP COUNT batch_size``, default 5,000 messages), all vectori
    pruned once a bucket is older than the lateness bound — events that old are rejected as too
    late anyway) and within the batch (first occurrence wins);
 5. **merge** the accepted engagements (click/save/hide; skips are logged but never enter the
-   sequence) into the touched users' sequences (newest first, ties by ``event_id``);
+   sequence) into the touched users' sequences (newest first, ties by ``event_id``), and add
+   every accepted event (skips included: impressions) to its item's and its user's
+   **engagement counters** (impressions, clicks, saves, hides;
+   :func:`transact.data.counters.count_events`: the online twin of the example builder's
+   point-in-time counters);
 6. **commit** everything atomically with the acks (``features.state``), then flush the
    outboxes: the offline log (``OfflineLog``, Parquet in EVENT_SCHEMA) and, embedded, the Feast
    online store.
@@ -52,6 +56,7 @@ from features.state import (
     ipc_to_table,
 )
 from features.stream import DEAD_LETTER_SCHEMA, RawBatch, decode_batch
+from transact.data.counters import count_events
 from transact.data.dataset import EventPartWriter, read_parquet_checked
 from transact.errors import UserError
 from transact.schema import (
@@ -223,8 +228,9 @@ class StreamProcessor:
     """Consumes the stream through a :class:`~features.state.ProcessorStore`.
 
     ``online_sink`` (embedded profile only): called with ``(user_ids (U,), sequences (U, L))``
-    to upsert the users' full sequences into the Feast online store; with a Redis store the
-    Feast layout is written inside the commit instead.
+    to upsert the users' full sequences into the Feast online store; ``counter_sink`` likewise
+    with ``(side, ids (K,), totals (K, 4), watermark_ms)`` for the engagement counters. With a
+    Redis store the Feast layout is written inside the commit instead.
     """
 
     def __init__(
@@ -233,11 +239,13 @@ class StreamProcessor:
         offline_log: OfflineLog | None,
         cfg: ProcessorConfig | None = None,
         online_sink: Any = None,
+        counter_sink: Any = None,
     ) -> None:
         self.store = store
         self.offline_log = offline_log
         self.cfg = (cfg or ProcessorConfig()).validate()
         self.online_sink = online_sink
+        self.counter_sink = counter_sink
         self.epoch = store.start(self.cfg.consumer)
         log.info("processor started: consumer %s, epoch %s, %s", self.cfg.consumer, self.epoch,
                  self.cfg)
@@ -278,6 +286,13 @@ class StreamProcessor:
                 self.online_sink(user_ids, self.store.sequences_for_read(user_ids))
             _failpoint("after_online_write", seq)
             self.store.online_done(seq)
+        for seq, keys, watermark_ms in self.store.counter_outbox():
+            if self.counter_sink is not None:  # the latest totals: idempotent
+                for side, ids in keys.items():
+                    if len(ids):
+                        self.counter_sink(side, ids, self.store.load_counters(side, ids),
+                                          watermark_ms)
+            self.store.counter_done(seq)
 
     # -- one batch ---------------------------------------------------------------------------
 
@@ -340,6 +355,13 @@ class StreamProcessor:
             new_state = np.zeros((0, cfg.seq_len), dtype=SEQ_RECORD)
             prepended = np.zeros(0, dtype=np.int64)
 
+        # engagement counters: every accepted event is an impression of its item and its user
+        acc_actions = actions[accepted]
+        item_keys, item_delta = count_events(items[accepted], acc_actions)
+        user_keys, user_delta = count_events(users[accepted], acc_actions)
+        item_totals = self.store.load_counters("item", item_keys) + item_delta
+        user_totals = self.store.load_counters("user", user_keys) + user_delta
+
         # dedupe buckets that can no longer receive an accepted event
         live = sorted(set(self.meta.buckets) | set(np.unique(bucket[accepted]).tolist()))
         drop: list[int] = []
@@ -389,6 +411,10 @@ class StreamProcessor:
             accepted_events=events.filter(pa.array(accepted)),
             counts=counts,
             prepended=prepended,
+            counter_item_ids=item_keys,
+            item_counts=item_totals,
+            counter_user_ids=user_keys,
+            user_counts=user_totals,
         )
         return plan, result
 
@@ -489,11 +515,11 @@ def open_processor(profile: Any, cfg: ProcessorConfig | None = None,
     """A processor for ``profile``; ``feast_online=False`` (embedded) skips the Feast online
     writes (state, dead letters and offline log still committed)."""
     from features.state import RedisProcessorStore, SqliteProcessorStore
-    from features.store import push_sequences
+    from features.store import push_counters, push_sequences
 
     cfg = cfg or ProcessorConfig()
     stream = open_stream(profile)
-    sink = None
+    sink = counter_sink = None
     if profile.kind == "production":
         store: ProcessorStore = RedisProcessorStore(
             stream, profile.project, seq_len=cfg.seq_len, cache_users=cfg.state_cache_users)
@@ -509,4 +535,9 @@ def open_processor(profile: Any, cfg: ProcessorConfig | None = None,
             def sink(user_ids: np.ndarray, sequences: np.ndarray) -> None:
                 push_sequences(feast_store, user_ids, sequences)
 
-    return StreamProcessor(store, OfflineLog(profile.offline_log_dir), cfg, online_sink=sink)
+            def counter_sink(side: str, ids: np.ndarray, totals: np.ndarray,
+                             watermark_ms: int) -> None:
+                push_counters(feast_store, side, ids, totals, watermark_ms)
+
+    return StreamProcessor(store, OfflineLog(profile.offline_log_dir), cfg, online_sink=sink,
+                           counter_sink=counter_sink)

@@ -14,6 +14,9 @@ the same sequence in Feast's layout   ``HSET <feast key>``        (online outbox
 dedupe: accepted event ids            ``SADD <prefix>dedupe:<b>`` ``dedupe`` rows
                                       per event-time bucket b
 watermark, commit sequence number     ``HSET <prefix>meta``       ``meta`` rows
+engagement counters per touched item  ``<prefix>cnt:item:<id>``   ``counter_state`` rows
+and user (impressions, clicks, saves,  (4 x int64) and ``HSET``
+hides; the new totals)                 of the Feast views          (counter outbox)
 counters (accepted, duplicates, ...)  ``HINCRBY <prefix>stats``   ``stats`` rows
 offline-log outbox (Arrow IPC)        ``HSET <prefix>outbox``     ``outbox`` row
 ====================================  ==========================  =============================
@@ -54,11 +57,54 @@ from features.feast_layout import (
     packed_varints,
     varint_sizes,
 )
-from features.names import SEQUENCE_VIEW
+from features.names import (
+    ITEM_COUNTS_FEATURE,
+    ITEM_COUNTS_VIEW,
+    SEQUENCE_VIEW,
+    USER_COUNTS_FEATURE,
+    USER_COUNTS_VIEW,
+)
 from features.sequence import SEQ_RECORD, decode_sequences, encode_sequences
 from features.stream import GROUP, DecodedBatch, RawBatch, RedisEventStream, SqliteEventQueue
+from transact.data.counters import COUNTER_NAMES
 from transact.errors import InternalError
 from transact.schema import SEQ_LEN
+
+#: the two sides of the engagement counters and their Feast entity join keys
+COUNTER_SIDES = ("item", "user")
+_COUNTER_JOIN_KEYS = {"item": "item_id", "user": "user_id"}
+_COUNTER_VIEWS = {"item": (ITEM_COUNTS_VIEW, ITEM_COUNTS_FEATURE),
+                  "user": (USER_COUNTS_VIEW, USER_COUNTS_FEATURE)}
+_N_COUNTS = len(COUNTER_NAMES)
+
+
+def _no_counters() -> np.ndarray:
+    return np.zeros((0, _N_COUNTS), dtype=np.int64)
+
+
+def _no_ids() -> np.ndarray:
+    return np.zeros(0, dtype=np.int64)
+
+
+def encode_counts(counts: np.ndarray) -> list[bytes]:
+    """``(K, 4)`` totals -> one 32-byte little-endian int64 blob per key (the Redis state)."""
+    rows = np.ascontiguousarray(np.asarray(counts, dtype="<i8"))
+    return [row.tobytes() for row in rows]
+
+
+def decode_counts(blobs: list[bytes | None]) -> np.ndarray:
+    """Blobs of :func:`encode_counts` (``None``: no events yet) -> ``(K, 4)`` int64."""
+    out = np.zeros((len(blobs), _N_COUNTS), dtype=np.int64)
+    for i, blob in enumerate(blobs):
+        if blob is not None:
+            out[i] = np.frombuffer(blob, dtype="<i8", count=_N_COUNTS)
+    return out
+
+
+def feast_counter_fields(side: str) -> list[bytes]:
+    """Feast Redis hash fields of one side's counter view: the list value and its timestamp."""
+    view, feature = _COUNTER_VIEWS[side]
+    return [FeastRedisLayout.field(view, feature), FeastRedisLayout.ts_field(view)]
 
 
 class ProcessorFenced(InternalError):
@@ -98,6 +144,17 @@ class CommitPlan:
     #: ``(U,)`` per touched user: ``k >= 0`` if the new sequence is ``k`` new entries followed
     #: by the committed one (its encoding can be reused), ``-1`` otherwise; ``None``: unknown
     prepended: np.ndarray | None = None
+    #: engagement counters: the items / users the batch's accepted events touch ``(K,)`` and
+    #: their new totals ``(K, 4)`` (:data:`~transact.data.counters.COUNTER_NAMES`)
+    counter_item_ids: np.ndarray = field(default_factory=_no_ids)
+    item_counts: np.ndarray = field(default_factory=_no_counters)
+    counter_user_ids: np.ndarray = field(default_factory=_no_ids)
+    user_counts: np.ndarray = field(default_factory=_no_counters)
+
+    def counters(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``{"item": (ids, totals), "user": (ids, totals)}``."""
+        return {"item": (self.counter_item_ids, self.item_counts),
+                "user": (self.counter_user_ids, self.user_counts)}
 
 
 def table_to_ipc(table: pa.Table) -> bytes:
@@ -309,6 +366,19 @@ class ProcessorStore(ABC):
         return None
 
     @abstractmethod
+    def load_counters(self, side: str, keys: np.ndarray) -> np.ndarray:
+        """``(K,)`` item or user ids (``side``) -> their committed ``(K, 4)`` int64 totals
+        (zeros for a key with no event yet)."""
+
+    def counter_outbox(self) -> list[tuple[int, dict[str, np.ndarray], int]]:
+        """Committed batches whose counters still need a Feast online write (embedded only):
+        ``(commit_seq, {"item": ids, "user": ids}, watermark_ms)``."""
+        return []
+
+    def counter_done(self, commit_seq: int) -> None:
+        return None
+
+    @abstractmethod
     def stats(self) -> dict[str, int]: ...
 
     @abstractmethod
@@ -363,6 +433,7 @@ class RedisProcessorStore(ProcessorStore):
         self.epoch = 0
         self._seq_fields = feast_sequence_field_names()
         self._hset_many = self.client.register_script(hset_many_script(len(self._seq_fields)))
+        self._hset_two = self.client.register_script(hset_many_script(2))
         self.cache = SequenceEncodingCache(cache_users)
         self._pending_cache: tuple[list[int], list[CacheEntry]] | None
         self._pending_cache = None
@@ -372,6 +443,15 @@ class RedisProcessorStore(ProcessorStore):
 
     def dedupe_key(self, bucket: int) -> str:
         return f"{self.prefix}dedupe:{bucket}"
+
+    def counter_key(self, side: str, key: int) -> str:
+        return f"{self.prefix}cnt:{side}:{key}"
+
+    def load_counters(self, side: str, keys: np.ndarray) -> np.ndarray:
+        if len(keys) == 0:
+            return _no_counters()
+        return decode_counts(self.client.mget([self.counter_key(side, k)
+                                               for k in keys.tolist()]))
 
     def start(self, consumer: str) -> int:
         self.consumer = consumer
@@ -475,6 +555,18 @@ class RedisProcessorStore(ProcessorStore):
             self._hset_many(keys=keys, args=[*names, *values], client=pipe)
             self._pending_cache = (uids, [(blob, *entry) for blob, entry in
                                           zip(blobs, bodies, strict=True)])
+        stamp = encode_timestamps(np.array([max(plan.meta.watermark_ms, 0)]))[0]
+        for side, (keys, totals) in plan.counters().items():
+            if not len(keys):
+                continue
+            ids = keys.tolist()
+            pipe.mset({self.counter_key(side, k): b
+                       for k, b in zip(ids, encode_counts(totals), strict=True)})
+            values = encode_int_lists(totals, "int64_list_val")
+            self._hset_two(keys=self.layout.entity_keys(_COUNTER_JOIN_KEYS[side], keys),
+                           args=[*feast_counter_fields(side),
+                                 *(v for value in values for v in (value, stamp))],
+                           client=pipe)
         if len(plan.dedupe_ids):
             for bucket in np.unique(plan.dedupe_buckets).tolist():
                 ids = plan.dedupe_ids[plan.dedupe_buckets == bucket].tolist()
@@ -516,6 +608,11 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS stats (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS online_outbox (seq INTEGER PRIMARY KEY, user_ids BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS counter_state (side TEXT NOT NULL, key INTEGER NOT NULL,
+    impressions INTEGER NOT NULL, clicks INTEGER NOT NULL, saves INTEGER NOT NULL,
+    hides INTEGER NOT NULL, PRIMARY KEY (side, key));
+CREATE TABLE IF NOT EXISTS counter_outbox (seq INTEGER PRIMARY KEY, item_ids BLOB NOT NULL,
+    user_ids BLOB NOT NULL, watermark_ms INTEGER NOT NULL);
 """
 
 
@@ -577,6 +674,19 @@ class SqliteProcessorStore(ProcessorStore):
 
     sequences_for_read = load_sequences
 
+    def load_counters(self, side: str, keys: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(keys), _N_COUNTS), dtype=np.int64)
+        ids = keys.tolist()
+        row_of = {k: i for i, k in enumerate(ids)}
+        for lo in range(0, len(ids), 500):
+            chunk = ids[lo : lo + 500]
+            marks = ",".join("?" * len(chunk))
+            for key, *counts in self.conn.execute(
+                f"SELECT key, impressions, clicks, saves, hides FROM counter_state "
+                f"WHERE side = ? AND key IN ({marks})", [side, *chunk]):
+                out[row_of[int(key)]] = counts
+        return out
+
     def seen(self, event_ids: np.ndarray, buckets: np.ndarray) -> np.ndarray:
         ids = event_ids.tolist()
         hits: set[int] = set()
@@ -614,6 +724,19 @@ class SqliteProcessorStore(ProcessorStore):
                 )
                 conn.execute("INSERT INTO online_outbox (seq, user_ids) VALUES (?, ?)",
                              (plan.meta.commit_seq, plan.user_ids.astype("<i8").tobytes()))
+            counters = plan.counters()
+            for side, (keys, totals) in counters.items():
+                conn.executemany(
+                    "INSERT OR REPLACE INTO counter_state (side, key, impressions, clicks, "
+                    "saves, hides) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(side, k, *row) for k, row in zip(keys.tolist(), totals.tolist(),
+                                                       strict=True)])
+            if len(plan.counter_item_ids) or len(plan.counter_user_ids):
+                conn.execute(
+                    "INSERT INTO counter_outbox (seq, item_ids, user_ids, watermark_ms) "
+                    "VALUES (?, ?, ?, ?)",
+                    (plan.meta.commit_seq, plan.counter_item_ids.astype("<i8").tobytes(),
+                     plan.counter_user_ids.astype("<i8").tobytes(), plan.meta.watermark_ms))
             conn.executemany(
                 "INSERT INTO dedupe (event_id, bucket) VALUES (?, ?)",
                 zip(plan.dedupe_ids.tolist(), plan.dedupe_buckets.tolist(), strict=True),
@@ -653,6 +776,17 @@ class SqliteProcessorStore(ProcessorStore):
     def online_done(self, commit_seq: int) -> None:
         with self.conn:
             self.conn.execute("DELETE FROM online_outbox WHERE seq = ?", (commit_seq,))
+
+    def counter_outbox(self) -> list[tuple[int, dict[str, np.ndarray], int]]:
+        return [(int(s), {"item": np.frombuffer(bytes(i), dtype="<i8").copy(),
+                          "user": np.frombuffer(bytes(u), dtype="<i8").copy()}, int(w))
+                for s, i, u, w in self.conn.execute(
+                    "SELECT seq, item_ids, user_ids, watermark_ms FROM counter_outbox "
+                    "ORDER BY seq")]
+
+    def counter_done(self, commit_seq: int) -> None:
+        with self.conn:
+            self.conn.execute("DELETE FROM counter_outbox WHERE seq = ?", (commit_seq,))
 
     def stats(self) -> dict[str, int]:
         return {k: int(v) for k, v in self.conn.execute("SELECT key, value FROM stats")}

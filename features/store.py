@@ -182,6 +182,10 @@ _PG_TABLES = {
     "event_timestamp TIMESTAMPTZ NOT NULL, created_timestamp TIMESTAMPTZ",
     "item_content": "item_id BIGINT NOT NULL, content_emb REAL[], topic INTEGER, "
     "event_timestamp TIMESTAMPTZ NOT NULL",
+    "item_engagement": "item_id BIGINT NOT NULL, item_counts BIGINT[], "
+    "event_timestamp TIMESTAMPTZ NOT NULL",
+    "user_engagement": "user_id BIGINT NOT NULL, user_counts BIGINT[], "
+    "event_timestamp TIMESTAMPTZ NOT NULL",
 }
 
 
@@ -478,6 +482,37 @@ def push_sequences(store: Any, user_ids: np.ndarray, sequences: np.ndarray) -> i
         "event_timestamp": pd.to_datetime(newest, unit="ms", utc=True),
     })
     store.push(SEQUENCE_PUSH_SOURCE, frame, to=PushMode.ONLINE)
+    return len(frame)
+
+
+def push_counters(store: Any, side: str, keys: np.ndarray, counts: np.ndarray,
+                  timestamp_ms: int) -> int:
+    """Upsert running engagement counters into the Feast online store through the push source.
+
+    ``side``: ``"item"`` or ``"user"``; ``keys`` ``(K,)`` ids, ``counts`` ``(K, 4)`` totals
+    (:data:`transact.data.counters.COUNTER_NAMES`). Idempotent (full state).
+    """
+    from features.names import (
+        ITEM_COUNTS_FEATURE,
+        ITEM_COUNTS_PUSH_SOURCE,
+        USER_COUNTS_FEATURE,
+        USER_COUNTS_PUSH_SOURCE,
+    )
+
+    if len(keys) == 0:
+        return 0
+    from feast.data_source import PushMode
+
+    key, feature, source = (("item_id", ITEM_COUNTS_FEATURE, ITEM_COUNTS_PUSH_SOURCE)
+                            if side == "item" else
+                            ("user_id", USER_COUNTS_FEATURE, USER_COUNTS_PUSH_SOURCE))
+    frame = pd.DataFrame({
+        key: np.asarray(keys, dtype=np.int64),
+        feature: list(np.asarray(counts, dtype=np.int64)),
+        "event_timestamp": pd.to_datetime(np.full(len(keys), max(timestamp_ms, 0)), unit="ms",
+                                          utc=True),
+    })
+    store.push(source, frame, to=PushMode.ONLINE)
     return len(frame)
 
 

@@ -81,8 +81,8 @@ class Ranker(Protocol):
     version: str
 
     def score(self, user_id: int, seq: tuple[np.ndarray, np.ndarray, np.ndarray],
-              user_emb: np.ndarray, candidates: np.ndarray, request_time_ms: int
-              ) -> np.ndarray: ...
+              user_emb: np.ndarray, candidates: np.ndarray, request_time_ms: int,
+              counts: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray: ...
 
 
 @dataclass
@@ -93,14 +93,18 @@ class EngineRanker:
     version: str
 
     def score(self, user_id: int, seq: tuple[np.ndarray, np.ndarray, np.ndarray],
-              user_emb: np.ndarray, candidates: np.ndarray, request_time_ms: int
-              ) -> np.ndarray:
+              user_emb: np.ndarray, candidates: np.ndarray, request_time_ms: int,
+              counts: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """``counts``: the candidates' ``(C, 4)`` and the user's ``(4,)`` engagement
+        counters (what the online store would hold; read by a model that uses them)."""
         from serving.engine import RequestInputs
 
+        item_counts, user_counts = counts if counts is not None else (None, None)
         return self.engine.score(RequestInputs(
             seq_item_ids=seq[0], seq_action_types=seq[1], seq_timestamps_ms=seq[2],
             request_time_ms=request_time_ms, user_emb=user_emb,
-            candidate_item_ids=candidates, surface_id=1))
+            candidate_item_ids=candidates, surface_id=1, item_counts=item_counts,
+            user_counts=user_counts))
 
 
 @dataclass
@@ -166,9 +170,10 @@ class HttpRanker:
                      sequence_length=int(answer["sequence_length"]))
 
     def score(self, user_id: int, seq: tuple[np.ndarray, np.ndarray, np.ndarray],
-              user_emb: np.ndarray, candidates: np.ndarray, request_time_ms: int
-              ) -> np.ndarray:
-        """Probabilities ``(C, H)`` of every candidate (one ``/rank`` with all of them)."""
+              user_emb: np.ndarray, candidates: np.ndarray, request_time_ms: int,
+              counts: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Probabilities ``(C, H)`` of every candidate (one ``/rank`` with all of them; the
+        server reads the counters from its own online store)."""
         slate = self.rank(user_id, candidates, request_time_ms, len(candidates))
         by_item = {int(i): p for i, p in zip(slate.items, slate.probs, strict=True)}
         return np.array([by_item[int(c)] for c in candidates], np.float32)
@@ -213,6 +218,43 @@ class UserSequences:
         for arr, new in ((self.item_ids, items), (self.action_types, codes),
                          (self.timestamps_ms, times)):
             arr[row] = np.concatenate([new.astype(np.int64), arr[row][:SEQ_LEN - k]])[:SEQ_LEN]
+
+
+@dataclass
+class EngagementTally:
+    """The simulation's running engagement counters (what the stream processor keeps online):
+    ``items`` ``(n_items + 1, 4)`` and ``users`` ``(U, 4)`` int64 in
+    :data:`transact.data.counters.COUNTER_NAMES` order."""
+
+    items: np.ndarray
+    users: np.ndarray
+
+    @classmethod
+    def from_examples(cls, examples: Any, user_ids: np.ndarray, n_items: int) -> EngagementTally:
+        """Start from the newest counters the examples carry (zeros where they carry none):
+        per item the largest (counts only grow), per user its newest row's."""
+        items = np.zeros((n_items + 1, 4), np.int64)
+        users = np.zeros((len(user_ids), 4), np.int64)
+        item_counts = np.asarray(examples.item_counts, np.int64)
+        has = (item_counts >= 0).all(axis=1) & (examples.item_id <= n_items)
+        if has.any():
+            np.maximum.at(items, examples.item_id[has], item_counts[has])
+        user_counts = np.asarray(examples.user_counts, np.int64)
+        order = np.lexsort((examples.request_time_ms, examples.user_id))
+        last = order[np.r_[examples.user_id[order][1:] != examples.user_id[order][:-1], True]]
+        row_of = {int(u): int(r) for u, r in zip(examples.user_id[last], last, strict=True)}
+        for i, user in enumerate(user_ids.tolist()):
+            r = row_of.get(int(user))
+            if r is not None and (user_counts[r] >= 0).all():
+                users[i] = user_counts[r]
+        return cls(items, users)
+
+    def add(self, row: int, items: np.ndarray, codes: np.ndarray) -> None:
+        """Count one user's impressions ``items`` ``(S,)`` with outcomes ``codes``."""
+        for col, code in enumerate((None, ActionType.CLICK, ActionType.SAVE, ActionType.HIDE)):
+            hit = np.ones(len(items), bool) if code is None else codes == int(code)
+            np.add.at(self.items[:, col], items[hit], 1)
+            self.users[row, col] += int(hit.sum())
 
 
 @dataclass
@@ -286,6 +328,7 @@ def simulate(cfg: SimulatorConfig, world: Any, ranker: Ranker, examples: Any,
                     if len(users_all) > cfg.n_users else users_all)
     user_ids = np.sort(np.asarray(user_ids)).astype(np.int64)
     seqs = _initial_sequences(examples, user_ids)
+    tally = EngagementTally.from_examples(examples, user_ids, len(world.popularity) - 1)
     if not cfg.realtime:
         seqs = UserSequences(np.zeros_like(seqs.item_ids), np.zeros_like(seqs.action_types),
                              np.zeros_like(seqs.timestamps_ms), seqs.user_emb)
@@ -342,8 +385,9 @@ def simulate(cfg: SimulatorConfig, world: Any, ranker: Ranker, examples: Any,
                 if hasattr(ranker, "rank"):
                     slate: Slate = ranker.rank(user, cands, now, cfg.slate_size)
                 else:
-                    probs = np.asarray(ranker.score(user, seq, seqs.user_emb[i], cands, now),
-                                       np.float32)
+                    probs = np.asarray(ranker.score(
+                        user, seq, seqs.user_emb[i], cands, now,
+                        counts=(tally.items[cands], tally.users[i])), np.float32)
                     utility = probs @ weights
                     top = np.argsort(-utility, kind="stable")[: cfg.slate_size]
                     slate = Slate(cands[top], probs[top], utility[top], ranker.version)
@@ -369,7 +413,9 @@ def simulate(cfg: SimulatorConfig, world: Any, ranker: Ranker, examples: Any,
                 if retrainer is not None:
                     train_rows.append({"day": day, "user_row": i, "request_id": rid,
                                        "now": now, "items": slate.items, "seq": tuple(
-                                           a.copy() for a in seq), "emb": seqs.user_emb[i]})
+                                           a.copy() for a in seq), "emb": seqs.user_emb[i],
+                                       "item_counts": tally.items[slate.items],
+                                       "user_counts": tally.users[i].copy()})
             actions = world.respond(state, slates, rng)
             world.observe(state, slates, actions)
             first_row = len(event_rows)
@@ -380,6 +426,7 @@ def simulate(cfg: SimulatorConfig, world: Any, ranker: Ranker, examples: Any,
                 event_rows.append(np.stack([ids, np.full(cfg.slate_size, user), slates[i],
                                             actions[i].astype(np.int64), times,
                                             np.full(cfg.slate_size, round_ids[i])], axis=1))
+                tally.add(i, slates[i], actions[i].astype(np.int64))
                 if cfg.realtime:
                     seqs.push(i, slates[i], actions[i].astype(np.int64), times)
                 if retrainer is not None:
@@ -437,7 +484,10 @@ def _compact(train_rows: list[dict[str, Any]], oldest_day: int) -> None:
             seq_action_types=rep(np.stack([r["seq"][1] for r in raw]), s, axis=0),
             seq_timestamps_ms=rep(np.stack([r["seq"][2] for r in raw]), s, axis=0),
             user_batch_emb=rep(np.stack([r["emb"] for r in raw]), s, axis=0),
-            user_weight=np.ones(n, np.float32))
+            user_weight=np.ones(n, np.float32),
+            item_counts=np.concatenate([r["item_counts"] for r in raw]).astype(np.int32),
+            user_counts=rep(np.stack([r["user_counts"] for r in raw]), s,
+                            axis=0).astype(np.int32))
         done.append({"day": raw[0]["day"], "rows": rows})
     train_rows[:] = done
 

@@ -237,7 +237,8 @@ class RankingDeployment:
             except BadRequest as err:
                 out[i] = err
                 continue
-            user, reason = self.users.read(req.user_id)
+            user, reason = self.users.read(
+                req.user_id, req.candidates if model.reads_counters else None)
             good.append(i)
             users.append(user)
             reasons.append([reason] if reason else [])

@@ -77,6 +77,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transact.data.counters import COUNTER_NAMES, N_COUNTER_FEATURES, counter_features
 from transact.model.encoder import similarity_pool
 from transact.model.features import (
     NUMERIC_FEATURES,
@@ -122,7 +123,10 @@ class RequestInputs:
     """One ranking request on the host (numpy), before packing.
 
     ``seq_item_ids`` / ``seq_action_types`` / ``seq_timestamps_ms`` ``(S,)`` (newest first,
-    zero-padded), ``user_emb`` ``(U,)`` float32, ``candidate_item_ids`` ``(C,)`` int64.
+    zero-padded), ``user_emb`` ``(U,)`` float32, ``candidate_item_ids`` ``(C,)`` int64;
+    ``item_counts`` ``(C, 4)`` / ``user_counts`` ``(4,)``: the engagement counters of the
+    candidates and the user (read only by a model with ``use_engagement_counters``; ``None``:
+    no events seen yet, i.e. zeros).
     """
 
     seq_item_ids: np.ndarray
@@ -132,6 +136,18 @@ class RequestInputs:
     user_emb: np.ndarray
     candidate_item_ids: np.ndarray
     surface_id: int = 0
+    item_counts: np.ndarray | None = None
+    user_counts: np.ndarray | None = None
+
+    def counter_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(item_counts (C, 4), user_counts (C, 4))`` int64, zeros where not given."""
+        n = len(self.candidate_item_ids)
+        width = len(COUNTER_NAMES)
+        items = (np.zeros((n, width), np.int64) if self.item_counts is None
+                 else np.asarray(self.item_counts, np.int64).reshape(n, width))
+        user = (np.zeros(width, np.int64) if self.user_counts is None
+                else np.asarray(self.user_counts, np.int64).reshape(width))
+        return items, np.broadcast_to(user, (n, width))
 
 
 def _align(offset: int, to: int = 64) -> int:
@@ -143,7 +159,8 @@ class PackedLayout:
     """Byte layout of one request's inputs in a single contiguous buffer.
 
     Float32 fields: ``seq_item_emb (L, E)``, ``cand_item_emb (C, E)``, ``user_emb (U,)``,
-    ``numeric (F,)``; int64 fields: ``seq_actions (L,)``, ``seq_recent (L,)`` (1 where the
+    ``numeric (F,)``, ``counters (C, K)`` (the engagement-counter features; ``K`` = 0 for
+    a model without them); int64 fields: ``seq_actions (L,)``, ``seq_recent (L,)`` (1 where the
     action is younger than the similarity pool's recency scope), ``cand_bucket (C,)``,
     ``scalars (3,)`` = (surface id, hour of day, number of valid sequence slots). Each field
     starts on a 64-byte boundary.
@@ -154,6 +171,7 @@ class PackedLayout:
     item_dim: int
     user_dim: int
     n_numeric: int
+    n_counters: int = 0
     offsets: dict[str, tuple[int, torch.dtype, tuple[int, ...]]] = field(default_factory=dict)
     nbytes: int = 0
 
@@ -163,6 +181,7 @@ class PackedLayout:
             ("cand_item_emb", torch.float32, (self.n_candidates, self.item_dim)),
             ("user_emb", torch.float32, (self.user_dim,)),
             ("numeric", torch.float32, (self.n_numeric,)),
+            ("counters", torch.float32, (self.n_candidates, self.n_counters)),
             ("seq_actions", torch.int64, (self.length,)),
             ("seq_recent", torch.int64, (self.length,)),
             ("cand_bucket", torch.int64, (self.n_candidates,)),
@@ -255,7 +274,8 @@ class RankingEngine:
             length = _bucket(length, self.cfg.length_buckets)
             n_rows = _bucket(max(n_cand, 1), self.cfg.candidate_buckets)
         layout = PackedLayout(length, n_rows, cfg.item_emb_dim, cfg.user_emb_dim,
-                              len(NUMERIC_FEATURES))
+                              len(NUMERIC_FEATURES),
+                              N_COUNTER_FEATURES if cfg.use_engagement_counters else 0)
         buffer = torch.zeros(layout.nbytes, dtype=torch.uint8, pin_memory=self.pin)
         views = layout.views(buffer)
         seq_ids = np.asarray(req.seq_item_ids, np.int64)[slots]
@@ -274,6 +294,8 @@ class RankingEngine:
         views["seq_recent"].numpy()[:n_valid] = (
             int(req.request_time_ms) - stamps[0, slots]) < recent_ms
         views["cand_bucket"].numpy()[:n_cand] = hash_item_ids(cands, cfg.item_id_buckets)
+        if cfg.use_engagement_counters:
+            views["counters"].numpy()[:n_cand] = counter_features(*req.counter_arrays())
         hour = (int(req.request_time_ms) // HOUR_MS) % 24
         surface = min(max(int(req.surface_id), 0), cfg.n_surfaces - 1)
         views["scalars"].numpy()[:] = (surface, hour, n_valid)
@@ -350,6 +372,8 @@ class RankingEngine:
             if cfg.use_batch_user_emb:
                 parts.append(views["user_emb"].expand(size, -1))
             parts.append(chunk)
+            if cfg.use_engagement_counters:
+                parts.append(views["counters"][start:stop])
             if model.block_norms is not None:
                 parts = [norm(part) for norm, part in zip(model.block_norms, parts, strict=True)]
             x0 = model.input_norm(torch.cat(parts, dim=1))
@@ -576,6 +600,7 @@ def request_batch(req: RequestInputs, item_table: np.ndarray, item_id_buckets: i
     def rep(values: np.ndarray) -> np.ndarray:
         return np.repeat(np.asarray(values)[None], n, axis=0)
 
+    item_counts, user_counts = req.counter_arrays()
     return make_batch(
         item_table=item_table, item_id=cands,
         request_time_ms=np.full(n, int(req.request_time_ms), np.int64),
@@ -585,6 +610,8 @@ def request_batch(req: RequestInputs, item_table: np.ndarray, item_id_buckets: i
         seq_timestamps_ms=rep(np.asarray(req.seq_timestamps_ms, np.int64)),
         user_batch_emb=rep(np.asarray(req.user_emb, np.float32)),
         item_id_buckets=item_id_buckets,
+        item_counts=item_counts,
+        user_counts=np.ascontiguousarray(user_counts),
     )
 
 

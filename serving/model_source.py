@@ -115,6 +115,12 @@ class ServedModel:
     def heads(self) -> list[str]:
         return list(self.artifact.config.ranker.heads)
 
+    @property
+    def reads_counters(self) -> bool:
+        """Whether the model reads the engagement counters (then each request also reads
+        its candidates' counters from the online store)."""
+        return bool(self.artifact.config.ranker.use_engagement_counters)
+
     def known(self, item_ids: np.ndarray) -> np.ndarray:
         """``(C,)`` bool: which ids have an item vector."""
         inside = (item_ids >= 0) & (item_ids < len(self.known_items))
@@ -127,10 +133,6 @@ def load_served_model(uri: str, item_vectors_dir: str = "",
     """Resolve ``uri``, load the artifact and its item vectors, build the engine."""
     version, artifact_dir = resolved or resolve_model_uri(uri)
     artifact = load_model(artifact_dir)
-    if artifact.config.ranker.use_engagement_counters:
-        raise ModelSourceError(
-            f"{artifact_dir} reads engagement counters (ranker.use_engagement_counters), which "
-            f"the online store does not serve yet: serve a model trained without them")
     examples_dir = item_vectors_dir or artifact.metadata.get("examples_dir", "")
     if not examples_dir:
         raise ModelSourceError(f"{artifact_dir} does not name the examples it was trained on "

@@ -193,13 +193,17 @@ def parse_events(body: Any, cfg: ServingConfig, now_ms: int | None = None) -> pa
 # ----------------------------------------------------------------------------- online reads
 @dataclass
 class UserFeatures:
-    """The user part of a request: sequence ``(S,)`` arrays and the batch embedding ``(U,)``."""
+    """The user part of a request: sequence ``(S,)`` arrays, the batch embedding ``(U,)``, the
+    user's engagement counters ``(4,)`` and, for a model that reads them, the candidates'
+    ``item_counts`` ``(C, 4)`` (``None``: not read)."""
 
     seq_item_ids: np.ndarray
     seq_action_types: np.ndarray
     seq_timestamps_ms: np.ndarray
     user_emb: np.ndarray
     found: bool
+    user_counts: np.ndarray = field(default_factory=lambda: np.zeros(4, np.int64))
+    item_counts: np.ndarray | None = None
 
     @classmethod
     def cold_start(cls) -> UserFeatures:
@@ -240,24 +244,38 @@ class UserFeatureSource:
                 socket_connect_timeout=self.cfg.store_timeout_s)
         return reader
 
-    def read(self, user_id: int) -> tuple[UserFeatures, str | None]:
-        """``(features, degraded reason or None)``."""
+    def _unavailable(self) -> str | None:
+        """The degraded reason while the breaker is open, else ``None``."""
         now = time.monotonic()
         with self.lock:
             waiting = now - self.open_failed_at < self.cfg.store_retry_after_s
             if self.open_failed_at >= 0 and waiting:
-                return UserFeatures.cold_start(), f"online store unavailable: {self.last_error}"
+                return f"online store unavailable: {self.last_error}"
+        return None
+
+    def _failed(self, err: Exception) -> str:
+        with self.lock:
+            self.open_failed_at = time.monotonic()
+            self.failures += 1
+            self.last_error = f"{type(err).__name__}: {err}"[:200]
+        log.warning("online store read failed: %s", self.last_error)
+        return f"online store unavailable: {self.last_error}"
+
+    def read(self, user_id: int, candidates: np.ndarray | None = None
+             ) -> tuple[UserFeatures, str | None]:
+        """``(features, degraded reason or None)``; with ``candidates`` ``(C,)`` also their
+        engagement counters (for a model that reads them)."""
+        reason = self._unavailable()
+        if reason is not None:
+            return UserFeatures.cold_start(), reason
         try:
             if self.reader is None:
                 self.reader = self._open()
             got = self.reader.get_ranking_features(user_id, [])
+            item_counts = (None if candidates is None
+                           else self.reader.get_item_counts(candidates))
         except Exception as err:  # noqa: BLE001 - any store failure degrades, never a 500
-            with self.lock:
-                self.open_failed_at = time.monotonic()
-                self.failures += 1
-                self.last_error = f"{type(err).__name__}: {err}"[:200]
-            log.warning("online store read failed: %s", self.last_error)
-            return UserFeatures.cold_start(), f"online store unavailable: {self.last_error}"
+            return UserFeatures.cold_start(), self._failed(err)
         with self.lock:
             self.open_failed_at = -1.0
         seq_len = int(got.seq_len)
@@ -265,7 +283,8 @@ class UserFeatureSource:
         return UserFeatures(np.asarray(got.seq_item_ids, np.int64),
                             np.asarray(got.seq_action_types, np.int64),
                             np.asarray(got.seq_timestamps_ms, np.int64),
-                            np.asarray(got.user_emb, np.float32), found), None
+                            np.asarray(got.user_emb, np.float32), found,
+                            np.asarray(got.user_counts, np.int64), item_counts), None
 
 
 # ----------------------------------------------------------------------------------- ranking
@@ -307,7 +326,8 @@ def score_requests(model: ServedModel, reqs: list[RankRequest], users: list[User
     inputs = [RequestInputs(seq_item_ids=u.seq_item_ids, seq_action_types=u.seq_action_types,
                             seq_timestamps_ms=u.seq_timestamps_ms,
                             request_time_ms=r.request_time_ms, user_emb=u.user_emb,
-                            candidate_item_ids=r.candidates, surface_id=r.surface_id)
+                            candidate_item_ids=r.candidates, surface_id=r.surface_id,
+                            item_counts=u.item_counts, user_counts=u.user_counts)
               for r, u in zip(reqs, users, strict=True)]
     return model.engine.score_many(inputs)
 

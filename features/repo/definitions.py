@@ -40,20 +40,23 @@ class Definitions:
     user_action_sequence: FeatureView
     user_batch_embedding: FeatureView
     item_content: FeatureView
+    item_engagement: FeatureView
+    user_engagement: FeatureView
 
     def objects(self) -> list[Any]:
         """What ``FeatureStore.apply`` registers (sources come with their views)."""
         return [self.user, self.item, self.user_action_sequence, self.user_batch_embedding,
-                self.item_content]
+                self.item_content, self.item_engagement, self.user_engagement]
 
 
 def build(kind: str, offline_dir: Path | str, table_prefix: str = "") -> Definitions:
     """The objects of profile kind ``embedded`` (Parquet files under ``offline_dir``) or
     ``production`` (PostgreSQL tables ``table_prefix + name``)."""
     sources = make_sources(kind, Path(offline_dir), table_prefix)
-    sequence, user_emb, items = make_views(sources)
+    sequence, user_emb, items, item_counts, user_counts = make_views(sources)
     return Definitions(user=user, item=item, sources=sources, user_action_sequence=sequence,
-                       user_batch_embedding=user_emb, item_content=items)
+                       user_batch_embedding=user_emb, item_content=items,
+                       item_engagement=item_counts, user_engagement=user_counts)
 
 
 def profile_yaml(kind: str) -> Path:

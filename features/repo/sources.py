@@ -9,11 +9,16 @@ source                        embedded (local files)             production (Pos
 ``user_batch_embedding``      ``<offline>/user_batch_embedding``  table ``<prefix>user_batch_
                               ``.parquet`` (dated rows)          embedding``
 ``item_content``              ``<offline>/item_content.parquet``  table ``<prefix>item_content``
+``item_engagement_push``      PushSource over ``<offline>/item_``  table ``<prefix>item_
+                              ``engagement.parquet``             engagement``
+``user_engagement_push``      PushSource over ``<offline>/user_``  table ``<prefix>user_
+                              ``engagement.parquet``             engagement``
 ============================  =================================  ================================
 
 Every batch source has an ``event_timestamp`` column (timezone-aware UTC). The realtime sequence
 is written by the stream processor (``features.processor``); Feast has no "append to a list"
-operation, so the processor owns the merge and pushes/writes the whole latest-100 sequence.
+operation, so the processor owns the merge and pushes/writes the whole latest-100 sequence; it
+does the same for the engagement counters (no increment either: it writes the new totals).
 The batch user embedding is a *dated* source: one row per (user_id, day), read with the view's
 TTL, written by ``features.store.stage_user_embeddings`` from a parquet of
 ``(user_id, event_timestamp, user_emb[32])`` (the PinnerFormer job's output).
@@ -30,12 +35,18 @@ from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source i
     PostgreSQLSource,
 )
 
-from features.names import SEQUENCE_PUSH_SOURCE
+from features.names import (
+    ITEM_COUNTS_PUSH_SOURCE,
+    SEQUENCE_PUSH_SOURCE,
+    USER_COUNTS_PUSH_SOURCE,
+)
 
 TIMESTAMP_FIELD = "event_timestamp"
 SEQUENCE_TABLE = "user_action_sequence"
 USER_EMB_TABLE = "user_batch_embedding"
 ITEM_TABLE = "item_content"
+ITEM_COUNTS_TABLE = "item_engagement"
+USER_COUNTS_TABLE = "user_engagement"
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,8 @@ class Sources:
     sequence_push: PushSource
     user_embedding: DataSource
     item_content: DataSource
+    item_counts_push: PushSource
+    user_counts_push: PushSource
 
 
 def _file(name: str, offline_dir: Path) -> FileSource:
@@ -85,4 +98,8 @@ def make_sources(kind: str, offline_dir: Path, table_prefix: str = "") -> Source
         sequence_push=PushSource(name=SEQUENCE_PUSH_SOURCE, batch_source=sequence_log),
         user_embedding=make(USER_EMB_TABLE),
         item_content=make(ITEM_TABLE),
+        item_counts_push=PushSource(name=ITEM_COUNTS_PUSH_SOURCE,
+                                    batch_source=make(ITEM_COUNTS_TABLE)),
+        user_counts_push=PushSource(name=USER_COUNTS_PUSH_SOURCE,
+                                    batch_source=make(USER_COUNTS_TABLE)),
     )

@@ -13,7 +13,14 @@ view                       features                                        ttl
                                                                            plus a day of slack)
 ``item_content``           ``content_emb`` Array(Float32)[32],             none
                            ``topic`` Int32
+``item_engagement``        ``item_counts`` Array(Int64)[4]: the item's     none (running
+                           impressions, clicks, saves, hides so far        totals)
+``user_engagement``        ``user_counts`` Array(Int64)[4]: the same per   none
+                           user
 =========================  ==============================================  =====================
+
+The two engagement views are written by the stream processor (the online twin of the example
+builder's point-in-time counters, ``transact.data.counters``).
 """
 
 from __future__ import annotations
@@ -24,10 +31,14 @@ from feast import FeatureView, Field
 from feast.types import Array, Float32, Int32, Int64
 
 from features.names import (
+    ITEM_COUNTS_FEATURE,
+    ITEM_COUNTS_VIEW,
     ITEM_EMB_FEATURE,
     ITEM_VIEW,
     SEQUENCE_FEATURES,
     SEQUENCE_VIEW,
+    USER_COUNTS_FEATURE,
+    USER_COUNTS_VIEW,
     USER_EMB_FEATURE,
     USER_EMB_VIEW,
 )
@@ -43,8 +54,9 @@ __all__ = [
 USER_EMB_TTL = timedelta(days=2)
 
 
-def make_views(sources: Sources) -> tuple[FeatureView, FeatureView, FeatureView]:
-    """The three feature views over one profile's sources."""
+def make_views(sources: Sources) -> tuple[FeatureView, ...]:
+    """The feature views over one profile's sources: sequence, user embedding, item content,
+    item counters, user counters."""
     sequence = FeatureView(
         name=SEQUENCE_VIEW,
         entities=[user],
@@ -81,4 +93,24 @@ def make_views(sources: Sources) -> tuple[FeatureView, FeatureView, FeatureView]
         online=True,
         description="Pretrained item content embedding (PinSage stand-in), 32 float32.",
     )
-    return sequence, user_emb, items
+    item_counts = FeatureView(
+        name=ITEM_COUNTS_VIEW,
+        entities=[item],
+        ttl=timedelta(0),
+        schema=[Field(name=ITEM_COUNTS_FEATURE, dtype=Array(Int64))],
+        source=sources.item_counts_push,
+        online=True,
+        description="The item's impressions, clicks, saves and hides so far (all users); "
+        "written by the stream processor.",
+    )
+    user_counts = FeatureView(
+        name=USER_COUNTS_VIEW,
+        entities=[user],
+        ttl=timedelta(0),
+        schema=[Field(name=USER_COUNTS_FEATURE, dtype=Array(Int64))],
+        source=sources.user_counts_push,
+        online=True,
+        description="The user's impressions, clicks, saves and hides so far; written by the "
+        "stream processor.",
+    )
+    return sequence, user_emb, items, item_counts, user_counts

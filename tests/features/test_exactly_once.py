@@ -73,6 +73,18 @@ def _check(profile: FeatureProfile, sc, store, n_users: int) -> None:
     assert len(np.unique(logged)) == len(logged), "an event was logged twice"
     assert np.array_equal(np.sort(logged), np.sort(sc.accepted.column("event_id").to_numpy()))
 
+    # the engagement counters: each accepted event counted exactly once across the kills
+    from transact.data.counters import EngagementCounters
+    from transact.schema import MAX_TIMESTAMP_MS
+
+    for side, keys in (("user", users), ("item", np.unique(
+            sc.accepted.column("item_id").to_numpy()))):
+        offline = EngagementCounters(sc.accepted.column(f"{side}_id").to_numpy(),
+                                     sc.accepted.column("timestamp_ms").to_numpy(),
+                                     sc.accepted.column("action_type").to_numpy())
+        assert np.array_equal(store.load_counters(side, keys),
+                              offline.lookup(keys, np.full(len(keys), MAX_TIMESTAMP_MS))), side
+
     stats = store.stats()
     assert stats["accepted"] == sc.accepted.num_rows
     assert stats["duplicates"] == sc.duplicates
@@ -111,6 +123,7 @@ def test_production_processor_survives_sigkill_with_exactly_once_effect(tmp_path
         assert np.array_equal(feats.seq_action_types, ref.action_types[row])
         assert np.array_equal(feats.seq_timestamps_ms, ref.timestamps_ms[row])
         assert feats.seq_len == ref.lengths[row]
+        assert np.array_equal(feats.user_counts, store.load_counters("user", np.array([user]))[0])
 
 
 @pytest.mark.slow

@@ -30,13 +30,15 @@ from features.store import (
     FeatureProfile,
     apply,
     materialize,
+    push_counters,
     push_sequences,
     stage_items,
     stage_user_embeddings,
 )
 from features.stream import SqliteEventQueue
+from transact.data.counters import EngagementCounters
 from transact.errors import UserError
-from transact.schema import HOUR_MS, ITEM_SCHEMA
+from transact.schema import HOUR_MS, ITEM_SCHEMA, MAX_TIMESTAMP_MS
 
 N_ITEMS, N_USERS = 600, 30
 
@@ -75,12 +77,24 @@ def _setup(profile: FeatureProfile, tmp_path: Path) -> tuple[np.ndarray, np.ndar
     return item_emb, user_emb
 
 
+def _offline_counts(sc, side: str, keys: np.ndarray) -> np.ndarray:
+    counters = EngagementCounters(sc.accepted.column(f"{side}_id").to_numpy(),
+                                  sc.accepted.column("timestamp_ms").to_numpy(),
+                                  sc.accepted.column("action_type").to_numpy())
+    return counters.lookup(keys, np.full(len(keys), MAX_TIMESTAMP_MS)).astype(np.int64)
+
+
 def _check_reader(reader, sc, item_emb, user_emb) -> None:
     users = np.arange(1, N_USERS + 1)
     ref = sequences_as_of(sc.accepted, users, 2**62)
     cands = np.array([5, 1, N_ITEMS, N_ITEMS + 50, 77])
+    user_counts = _offline_counts(sc, "user", users)
+    item_counts = _offline_counts(sc, "item", cands)
+    assert item_counts[:, 0].min() == 0 and item_counts[:, 0].max() > 0  # seen and unseen
     for row, user in enumerate(users.tolist()):
         feats = reader.get_ranking_features(user, cands)
+        assert np.array_equal(feats.user_counts, user_counts[row])
+        assert np.array_equal(feats.item_counts, item_counts)
         assert np.array_equal(feats.seq_item_ids, ref.item_ids[row])
         assert np.array_equal(feats.seq_action_types, ref.action_types[row])
         assert np.array_equal(feats.seq_timestamps_ms, ref.timestamps_ms[row])
@@ -96,14 +110,16 @@ def _check_reader(reader, sc, item_emb, user_emb) -> None:
     assert feats.item_emb.dtype == np.float32 and feats.item_emb.shape == (5, 32)
     unknown = reader.get_ranking_features(10_000_000, cands)
     assert unknown.seq_len == 0 and (unknown.seq_item_ids == 0).all()
-    assert not unknown.user_emb_found
+    assert not unknown.user_emb_found and (unknown.user_counts == 0).all()
+    many = np.arange(1, N_ITEMS + 60)  # the read path serving uses per request
+    assert np.array_equal(reader.get_item_counts(many), _offline_counts(sc, "item", many))
 
 
 @pytest.mark.slow
 def test_embedded_profile_push_materialise_read_and_online_outbox_recovery(tmp_path):
     profile = FeatureProfile.embedded(tmp_path / "features", project="embedded_test")
     item_emb, user_emb = _setup(profile, tmp_path)
-    sc = stream_scenario(3000, n_users=N_USERS, n_items=N_ITEMS, duplicate_rate=0.05,
+    sc = stream_scenario(3000, n_users=N_USERS, n_items=N_ITEMS - 100, duplicate_rate=0.05,
                          jitter_ms=60_000, seed=4)
     SqliteEventQueue(profile.queue_path).publish(sc.published)
 
@@ -118,8 +134,12 @@ def test_embedded_profile_push_materialise_read_and_online_outbox_recovery(tmp_p
         push_sequences(store, user_ids, sequences)
 
     cfg = ProcessorConfig(batch_size=400, block_ms=0)
+    def counter_sink(side, ids, totals, watermark_ms):
+        push_counters(store, side, ids, totals, watermark_ms)
+
     proc = StreamProcessor(SqliteProcessorStore(SqliteEventQueue(profile.queue_path)),
-                           OfflineLog(profile.offline_log_dir), cfg, online_sink=flaky_sink)
+                           OfflineLog(profile.offline_log_dir), cfg, online_sink=flaky_sink,
+                           counter_sink=counter_sink)
     with pytest.raises(ConnectionError):
         proc.run()
     restarted = open_processor(profile, cfg)  # flushes the outbox, then continues
@@ -140,7 +160,7 @@ def test_embedded_profile_push_materialise_read_and_online_outbox_recovery(tmp_p
 def test_production_profile_feast_and_direct_reads_agree(tmp_path, production_profile):
     profile = production_profile
     item_emb, user_emb = _setup(profile, tmp_path)
-    sc = stream_scenario(3000, n_users=N_USERS, n_items=N_ITEMS, duplicate_rate=0.05,
+    sc = stream_scenario(3000, n_users=N_USERS, n_items=N_ITEMS - 100, duplicate_rate=0.05,
                          jitter_ms=60_000, seed=6)
     proc = open_processor(profile, ProcessorConfig(batch_size=400, block_ms=0))
     open_stream(profile).publish(sc.published)
@@ -151,7 +171,7 @@ def test_production_profile_feast_and_direct_reads_agree(tmp_path, production_pr
     cands = np.arange(1, 501)
     a, b = feast_reader.get_ranking_features(3, cands), direct.get_ranking_features(3, cands)
     for field in ("seq_item_ids", "seq_action_types", "seq_timestamps_ms", "user_emb",
-                  "item_emb", "item_found"):
+                  "item_emb", "item_found", "user_counts", "item_counts"):
         assert np.array_equal(getattr(a, field), getattr(b, field)), field
     assert b.user_emb_timestamp_ms > 0
 

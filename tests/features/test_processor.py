@@ -12,8 +12,17 @@ from features.replay import stream_scenario
 from features.sequence import sequences_as_of
 from features.state import ProcessorFenced, SqliteProcessorStore
 from features.stream import SqliteEventQueue
+from transact.data.counters import EngagementCounters
 from transact.errors import UserError
-from transact.schema import HOUR_MS
+from transact.schema import HOUR_MS, MAX_TIMESTAMP_MS
+
+
+def expected_counts(accepted: pa.Table, side: str, keys: np.ndarray) -> np.ndarray:
+    """The offline counters (the example builder's) over every accepted event: ``(K, 4)``."""
+    counters = EngagementCounters(accepted.column(f"{side}_id").to_numpy(),
+                                  accepted.column("timestamp_ms").to_numpy(),
+                                  accepted.column("action_type").to_numpy())
+    return counters.lookup(keys, np.full(len(keys), MAX_TIMESTAMP_MS)).astype(np.int64)
 
 
 def _processor(tmp_path, batch_size=500, **cfg) -> StreamProcessor:
@@ -57,19 +66,30 @@ def test_processor_accepts_each_valid_event_once_and_dead_letters_the_rest(tmp_p
     assert proc.store.stats()["accepted"] == sc.accepted.num_rows
     assert queue.backlog() == 0
 
+    # engagement counters: every accepted event once (skips as impressions); duplicates and
+    # dead letters never counted; the same numbers the example builder computes offline
+    items = np.unique(sc.published.column("item_id").to_numpy())
+    assert np.array_equal(proc.store.load_counters("item", items),
+                          expected_counts(sc.accepted, "item", items))
+    assert np.array_equal(proc.store.load_counters("user", users),
+                          expected_counts(sc.accepted, "user", users))
+    assert proc.store.load_counters("user", users)[:, 0].sum() == sc.accepted.num_rows
+
 
 def test_result_does_not_depend_on_batch_size(tmp_path):
     sc = stream_scenario(1500, n_users=25, duplicate_rate=0.1, too_late_rate=0.02,
                          jitter_ms=200_000, seed=5)
-    states = []
+    states, counts = [], []
     for batch in (11, 1000):
         root = tmp_path / f"b{batch}"
         SqliteEventQueue(root / "queue.db").publish(sc.published)
         proc = _processor(root, batch_size=batch)
         proc.run()
         states.append(proc.store.load_sequences(np.arange(1, 26)))
+        counts.append(proc.store.load_counters("user", np.arange(1, 26)))
         assert _sorted_ids(OfflineLog(root / "log").read()) == _sorted_ids(sc.accepted)
     assert np.array_equal(states[0], states[1])
+    assert np.array_equal(counts[0], counts[1])
 
 
 def test_replayed_stream_is_deduplicated_and_late_copies_are_dead_lettered(tmp_path):

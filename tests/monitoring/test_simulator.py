@@ -37,7 +37,7 @@ class TopicRanker:
         self.calls = 0
         self.sequence_lengths: list[int] = []
 
-    def score(self, user_id, seq, user_emb, candidates, request_time_ms) -> np.ndarray:
+    def score(self, user_id, seq, user_emb, candidates, request_time_ms, counts=None) -> np.ndarray:
         self.calls += 1
         self.sequence_lengths.append(int((seq[1] > 0).sum()))
         assert (seq[2][seq[1] > 0] < request_time_ms).all()  # never a future action

@@ -397,3 +397,49 @@ def test_polled_uri_and_user_config_switch_every_replica(server: dict[str, Any],
         serve.delete("polled")
     assert failures == []
     assert set(tail) == {v0}  # every replica serves the switched-to model
+
+
+def test_a_counters_model_reads_the_candidates_counters_online(server: dict[str, Any],
+                                                               tmp_path: Path) -> None:
+    """A model with engagement counters, served: events processed by the stream processor
+    change the counters in the online store, and the next ``/rank`` scores the one candidate
+    they touched differently while the others keep their scores."""
+    import torch
+
+    from features.processor import ProcessorConfig, open_processor
+    from features.store import load_profile
+    from transact.model.artifact import load_model, save_model
+    from transact.model.config import ModelConfig, RankerConfig
+    from transact.model.ranker import Pinnability
+
+    url, cfg = server["url"], server["cfg"]
+    auth = {"authorization": f"Bearer {TOKEN}"}
+    examples_dir = load_model(server["artifacts"][0]).metadata["examples_dir"]
+    torch.manual_seed(0)
+    model_cfg = ModelConfig(ranker=RankerConfig(use_engagement_counters=True))
+    save_model(Pinnability(model_cfg.ranker), model_cfg, tmp_path / "counters",
+               metadata={"examples_dir": examples_dir})
+    status, body = call(url + "/admin/model", {"model_uri": str(tmp_path / "counters")},
+                        headers=auth)
+    assert status == 200 and body["changed"] is True, body
+    try:
+        now = int(time.time() * 1000)
+        request = {"user_id": 777, "candidates": [1, 2, 3], "request_time_ms": now + 60_000}
+
+        def scores() -> dict[int, dict[str, float]]:
+            status, body = call(url + "/rank", request)
+            assert status == 200 and not body["degraded"], body
+            return {item["item_id"]: item["scores"] for item in body["items"]}
+
+        before = scores()
+        events = [{"event_id": 50_000 + i, "user_id": 9_000 + i, "item_id": 2,
+                   "action_type": "save" if i % 3 else "skip", "timestamp_ms": now - 1000 + i,
+                   "surface": "homefeed", "request_id": 2} for i in range(30)]
+        assert call(url + "/events", {"events": events})[0] == 202
+        profile = load_profile("production", cfg.features_root, redis_port=cfg.redis_port)
+        open_processor(profile, ProcessorConfig(block_ms=0)).run()
+        after = scores()
+        assert after[1] == before[1] and after[3] == before[3]
+        assert max(abs(after[2][h] - before[2][h]) for h in before[2]) > 1e-4
+    finally:
+        call(url + "/admin/model", {"model_uri": str(server["served"])}, headers=auth)

@@ -36,9 +36,13 @@ def random_request(rng: np.random.Generator, n_seq: int, n_cand: int,
     stamps[:n_seq] = REQUEST_MS - np.sort(rng.integers(1, 10**8, n_seq))
     if future and n_seq:
         stamps[0] = REQUEST_MS + 5_000  # after the request: must stay invisible
+    impressions = rng.integers(0, 5000, (n_cand + 1, 1))
+    counts = np.concatenate([impressions, (impressions * rng.random((n_cand + 1, 3)) * 0.3)
+                             .astype(np.int64)], axis=1)  # engagement counters
     return RequestInputs(items, actions, stamps, REQUEST_MS,
                          rng.normal(size=USER_EMB_DIM).astype(np.float32),
-                         rng.choice(np.arange(1, N_ITEMS + 50), n_cand, replace=False), 1)
+                         rng.choice(np.arange(1, N_ITEMS + 50), n_cand, replace=False), 1,
+                         item_counts=counts[:n_cand], user_counts=counts[n_cand])
 
 
 def model_of(seed: int = 0, **encoder: object) -> tuple[Pinnability, np.ndarray]:
@@ -92,6 +96,8 @@ def test_parallel_chunk_workers_are_exact() -> None:
     {"similarity_pool": True, "similarity_pool_learned": True},
     {"similarity_pool": True, "similarity_recent_ms": 36_000_000, "num_heads": 4,
      "action_emb_dim": 31, "candidate_similarity": True},
+    {"similarity_pool": True, "use_engagement_counters": True},
+    {"use_engagement_counters": True, "input_norm": "block", "first_k": 0},
 ])
 def test_engine_is_exact_across_configurations(variant: dict) -> None:
     model, table = model_of(1, **dict(variant))
@@ -106,6 +112,7 @@ def test_engine_is_exact_across_configurations(variant: dict) -> None:
 @pytest.mark.parametrize("variant", [
     {"kind": "avg"}, {"kind": "none"}, {"fusion": "append"}, {"positional": "learned"},
     {"kind": "lstm"}, {"kind": "avg", "similarity_pool": True},
+    {"kind": "none", "use_engagement_counters": True},
 ])
 def test_baseline_encoders_fall_back_to_the_model(variant: dict) -> None:
     model, table = model_of(2, **dict(variant))
@@ -136,6 +143,20 @@ def test_trained_model_on_real_examples_is_exact(trained_artifacts: tuple[Path, 
                                   shared_sequence=True)
         np.testing.assert_allclose(shared, want, atol=TOL, rtol=0)
     assert {0, 1, 100} <= seen
+
+
+def test_engagement_counters_reach_the_scores() -> None:
+    """A counters model scores the request's counters (zeros when the request carries none:
+    an item nobody has seen yet), on the rewrite and on the fallback path alike."""
+    rng = np.random.default_rng(5)
+    for variant in ({"similarity_pool": True}, {"kind": "avg"}):
+        model, table = model_of(5, use_engagement_counters=True, **variant)
+        engine = RankingEngine(model, table)
+        req = random_request(rng, 30, 40)
+        blank = RequestInputs(req.seq_item_ids, req.seq_action_types, req.seq_timestamps_ms,
+                              req.request_time_ms, req.user_emb, req.candidate_item_ids, 1)
+        assert_exact(engine, model, table, blank)
+        assert np.abs(engine.score(req) - engine.score(blank)).max() > 1e-3
 
 
 def test_packed_layout_is_one_aligned_buffer() -> None:

@@ -73,14 +73,23 @@ def test_item_vectors_are_the_models_representation(serving_examples: Path) -> N
         load_item_vectors(serving_examples / "nope", "pinnerformer")
 
 
-def test_a_model_that_reads_engagement_counters_is_refused_with_a_reason(tmp_path: Path) -> None:
-    """The online store does not maintain the counters: serving such a model would score every
-    request without them, so it is refused at load time (nothing is swapped in)."""
+def test_a_model_that_reads_engagement_counters_is_served(tmp_path: Path,
+                                                          serving_examples: Path) -> None:
+    """The stream processor keeps the counters online: such a model loads, says it reads
+    them (so each request also reads its candidates' counters) and scores with them."""
+    from serving.engine import RequestInputs
     from transact.model.artifact import save_model
     from transact.model.config import ModelConfig, RankerConfig
     from transact.model.ranker import Pinnability
 
     cfg = ModelConfig(ranker=RankerConfig(use_engagement_counters=True))
-    save_model(Pinnability(cfg.ranker), cfg, tmp_path / "m", metadata={})
-    with pytest.raises(ModelSourceError, match="engagement counters"):
-        load_served_model(str(tmp_path / "m"))
+    save_model(Pinnability(cfg.ranker), cfg, tmp_path / "m",
+               metadata={"examples_dir": str(serving_examples)})
+    served = load_served_model(str(tmp_path / "m"))
+    assert served.reads_counters
+    cands = np.flatnonzero(served.known_items)[:5]
+    seq = np.zeros(100, np.int64)
+    scores = served.engine.score(RequestInputs(
+        seq, seq, seq, 10**12, np.zeros(32, np.float32), cands,
+        item_counts=np.tile([100, 10, 5, 1], (5, 1)), user_counts=np.array([50, 5, 2, 1])))
+    assert scores.shape == (5, len(served.heads)) and np.isfinite(scores).all()

@@ -144,8 +144,8 @@ def test_one_seed_verdict_claims_no_significance() -> None:
 def test_every_variant_is_a_valid_model_on_every_shipped_config(config_file) -> None:
     """The ablation list runs on the shipped configs (MovieLens keeps the max pool only, so a
     variant that needs the K columns must set them itself)."""
-    from transact.config import resolve_config
     from training.train import TrainConfig
+    from transact.config import resolve_config
 
     root = Path(__file__).resolve().parents[2]
     base = resolve_config(TrainConfig, root / config_file if config_file else None)

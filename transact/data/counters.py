@@ -101,6 +101,21 @@ class EngagementCounters:
         return out
 
 
+def count_events(keys: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Counts per distinct key of a batch of events: ``(unique keys (K,) int64, (K, 4) int64)``
+    in :data:`COUNTER_NAMES` order (every event is an impression; skips count only there).
+    The stream processor adds these to its running counters, the online twin of
+    :class:`EngagementCounters`."""
+    keys = np.asarray(keys, dtype=np.int64)
+    actions = np.asarray(actions)
+    unique, index = np.unique(keys, return_inverse=True)
+    counts = np.zeros((len(unique), len(COUNTER_NAMES)), dtype=np.int64)
+    np.add.at(counts[:, 0], index, 1)
+    for col, action in enumerate(_COUNTED, start=1):
+        np.add.at(counts[:, col], index, (actions == int(action)).astype(np.int64))
+    return unique, counts
+
+
 def counter_features(item_counts: np.ndarray, user_counts: np.ndarray) -> np.ndarray:
     """Model inputs ``(N, 8)`` float32 from ``item_counts`` / ``user_counts`` ``(N, 4)``.
 

@@ -17,3 +17,7 @@ user_action_sequence = _definitions.user_action_sequence
 user_batch_embedding = _definitions.user_batch_embedding
 item_content = _definitions.item_content
 user_action_sequence_push = _definitions.sources.sequence_push
+item_engagement = _definitions.item_engagement
+user_engagement = _definitions.user_engagement
+item_engagement_push = _definitions.sources.item_counts_push
+user_engagement_push = _definitions.sources.user_counts_push

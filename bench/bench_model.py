@@ -96,7 +96,9 @@ def request_batch(n_candidates: int, item_table: np.ndarray, rng: np.random.Gene
         seq_action_types=actions, seq_timestamps_ms=ts, user_batch_emb=user_emb,
         item_id_buckets=4096,
         labels=(rng.random((n_candidates, 3)) < 0.1).astype(np.float32),
-        user_weight=np.ones(n_candidates, np.float32))
+        user_weight=np.ones(n_candidates, np.float32),
+        item_counts=rng.integers(0, 500, (n_candidates, 4)),
+        user_counts=np.repeat(rng.integers(0, 500, (1, 4)), n_candidates, axis=0))
 
 
 def median_seconds(fn, repeats: int) -> float:  # noqa: ANN001

@@ -1,5 +1,6 @@
 """Online == offline: replaying a dataset through the stream and reading the online sequence
-at request time t gives exactly the sequence the example builder computes for t."""
+and engagement counters at request time t gives exactly what the example builder computes for
+t."""
 
 from __future__ import annotations
 
@@ -65,6 +66,8 @@ def _replay_and_compare(profile: FeatureProfile, reader_factory, tmp_path) -> in
             assert feats.seq_item_ids.tolist() == row["seq_item_ids"]
             assert feats.seq_action_types.tolist() == row["seq_action_types"]
             assert feats.seq_timestamps_ms.tolist() == row["seq_timestamps_ms"]
+            assert feats.user_counts.tolist() == row["user_counts"]
+            assert feats.item_counts[0].tolist() == row["item_counts"]
             compared += 1
     assert proc.store.stats().get("dead:too late", 0) == 0
     return compared
@@ -107,6 +110,8 @@ def _online_batch(reader: FeastReader, user_id: int, items: np.ndarray, request_
         seq_timestamps_ms=np.tile(feats.seq_timestamps_ms, (n, 1)),
         user_batch_emb=np.tile(feats.user_emb, (n, 1)),
         item_id_buckets=buckets,
+        item_counts=feats.item_counts,
+        user_counts=np.tile(feats.user_counts, (n, 1)),
     )
 
 

@@ -36,7 +36,8 @@ def random_batch(n: int = 16, seed: int = 0):
         request_time_ms=np.full(n, REQUEST_MS), surface_id=rng.integers(0, 5, n),
         seq_item_ids=np.where(actions > 0, rng.integers(1, 50, (n, 100)), 0),
         seq_action_types=actions, seq_timestamps_ms=ts,
-        user_batch_emb=rng.normal(size=(n, 32)).astype(np.float32), item_id_buckets=64)
+        user_batch_emb=rng.normal(size=(n, 32)).astype(np.float32), item_id_buckets=64,
+        item_counts=rng.integers(0, 50, (n, 4)), user_counts=rng.integers(0, 50, (n, 4)))
 
 
 def test_round_trip_gives_identical_outputs(tmp_path: Path) -> None:
@@ -84,6 +85,7 @@ def test_ranker_scores_one_request_identically_with_the_shared_rewrite() -> None
             "seq_action_types", "seq_item_emb", "seq_timestamps_ms", "request_time_ms",
             "surface_id", "hour_of_day", "numeric", "user_batch_emb")},
         cand_item_emb=torch.from_numpy(rng.normal(size=(n, 32)).astype(np.float32)),
-        cand_item_bucket=torch.from_numpy(rng.integers(0, 64, n)))
+        cand_item_bucket=torch.from_numpy(rng.integers(0, 64, n)),
+        counters=torch.from_numpy(rng.normal(size=(n, 8)).astype(np.float32)))
     torch.testing.assert_close(model.predict(batch, shared_sequence=True), model.predict(batch),
                                atol=1e-5, rtol=1e-5)

@@ -46,6 +46,13 @@ def sequences(rng: np.random.Generator, n: int, request_time: np.ndarray
     return items.astype(np.int64), actions.astype(np.int8), ts.astype(np.int64)
 
 
+def engagement_counts(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``(n, 4)`` plausible engagement counters: impressions, then clicks / saves / hides."""
+    impressions = rng.integers(0, 400, (n, 1))
+    rates = rng.random((n, 3)) * np.array([0.3, 0.15, 0.05])
+    return np.concatenate([impressions, (impressions * rates).astype(np.int64)], axis=1)
+
+
 def write_examples(out_dir: Path, seed: int = 0, n_requests: int = 300, per_request: int = 8
                    ) -> Path:
     rng = np.random.default_rng(seed)
@@ -95,7 +102,9 @@ def write_examples(out_dir: Path, seed: int = 0, n_requests: int = 300, per_requ
             "seq_timestamps_ms": _fixed(ts[rep], pa.int64()),
             "user_batch_emb": _fixed(rng.normal(size=(n, USER_EMB_DIM)).astype(np.float32),
                                      pa.float32()),
-        }).cast(example_schema()), part / "part-00000.parquet")
+            "item_counts": _fixed(engagement_counts(rng, n), pa.int32()),
+            "user_counts": _fixed(engagement_counts(rng, n), pa.int32()),
+        }).cast(example_schema(counters=True)), part / "part-00000.parquet")
     return out_dir
 
 

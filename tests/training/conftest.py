@@ -103,7 +103,10 @@ def controlled_table(n_requests: int, seed: int, first_request: int = 1,
         "seq_action_types": fixed(actions[rep], pa.int8()),
         "seq_timestamps_ms": fixed(ts[rep].astype(np.int64), pa.int64()),
         "user_batch_emb": fixed(np.zeros((n, USER_EMB_DIM), np.float32), pa.float32()),
-    }).cast(example_schema())
+        # engagement counters that say nothing (every item and user seen equally often)
+        "item_counts": fixed(np.tile([[40, 8, 4, 1]], (n, 1)), pa.int32()),
+        "user_counts": fixed(np.tile([[40, 8, 4, 1]], (n, 1)), pa.int32()),
+    }).cast(example_schema(counters=True))
 
 
 def write_controlled_examples(out_dir: Path, n_train: int = 1200, n_eval: int = 250,

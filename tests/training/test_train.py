@@ -54,7 +54,8 @@ def probe_save_scores(model, item_table: np.ndarray, newest: ActionType | None) 
         item_table=item_table, item_id=np.array(cands), request_time_ms=np.full(n, REQUEST_MS),
         surface_id=np.ones(n), seq_item_ids=np.array(seq_items), seq_action_types=actions_arr,
         seq_timestamps_ms=ts, user_batch_emb=np.zeros((n, 32), np.float32),
-        item_id_buckets=model.cfg.item_id_buckets)
+        item_id_buckets=model.cfg.item_id_buckets,
+        item_counts=np.tile([40, 8, 4, 1], (n, 1)), user_counts=np.tile([40, 8, 4, 1], (n, 1)))
     return model.predict(batch)[:, 1].numpy()
 
 

@@ -64,7 +64,8 @@ def test_a_fresh_save_raises_and_a_hide_lowers_p_save_of_a_similar_candidate(
                            surface_id=test.surface_id[rows], seq_item_ids=items,
                            seq_action_types=actions, seq_timestamps_ms=stamps,
                            user_batch_emb=test.user_batch_emb[rows],
-                           item_id_buckets=model.cfg.item_id_buckets)
+                           item_id_buckets=model.cfg.item_id_buckets,
+                           item_counts=test.item_counts[rows], user_counts=test.user_counts[rows])
         return model.predict(batch)[:, model.cfg.heads.index("save")].numpy()
 
     base, saved, hidden = p_save(None), p_save(ActionType.SAVE), p_save(ActionType.HIDE)

@@ -207,10 +207,10 @@ class RankerConfig:
     use_sequence_stats: bool = True
     #: point-in-time engagement counters of the candidate item and of the user (impressions,
     #: clicks, saves, hides before the request; :mod:`transact.data.counters`) as 8 numeric
-    #: features: the item's rating bias on MovieLens (``training/configs/movielens.yaml``).
-    #: Off by default: the online store does not maintain the counters yet, so serving
-    #: refuses such a model
-    use_engagement_counters: bool = False
+    #: features (the item's rating bias on MovieLens, its quality on the synthetic world). The
+    #: stream processor keeps the same counters online (``features.processor``), so serving
+    #: reads them per request; examples built without them cannot train such a model
+    use_engagement_counters: bool = True
     user_emb_dim: int = USER_EMB_DIM
     item_emb_dim: int = ITEM_EMB_DIM
     n_surfaces: int = len(SURFACES)

@@ -26,10 +26,10 @@ chromium:
 	  echo "could not install chromium: tests/monitoring/test_dashboard.py needs it"
 
 test: $(STAMP) chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not services and not ray"
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not slow and not services and not ray"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

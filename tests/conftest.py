@@ -42,3 +42,12 @@ def pytest_runtest_makereport(item, call):
             and os.environ.get("CI", "").lower() in ("1", "true", "yes")):
         report.outcome = "failed"
         report.longrepr = f"services test skipped in CI: {report.longrepr}"
+
+
+def pytest_collection_modifyitems(config, items) -> None:  # noqa: ANN001
+    """With pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``): the tests that build the
+    MovieLens dataset share one on-disk cache, so they run on one worker."""
+    for item in items:
+        if ("movielens_dataset" in getattr(item, "fixturenames", ())
+                or "movielens" in item.path.name):
+            item.add_marker(pytest.mark.xdist_group("movielens"))

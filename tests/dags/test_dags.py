@@ -97,12 +97,15 @@ def test_daily_embeddings_then_retraining(airflow_env: dict[str, str],
     version = first["tasks"]["train_candidate"]["value"]["version"]
     assert champion(pipeline) == version
 
-    # a candidate trained on shuffled labels is rejected; the champion is untouched
-    shuffled = run_dag(airflow_env, "retrain_twice_weekly.py",
-                       {**pipeline["overrides"], "retrain.shuffle_labels": True})
-    assert shuffled["tasks"]["gate"]["value"]["promote"] is False
-    assert states(shuffled)["promote"] == "skipped"
-    assert states(shuffled)["notify_serving"] == "skipped"
+    # a candidate the gate rejects stops at the short circuit; the champion is untouched (a gate
+    # that asks for +1000 % HIT@3 rejects a briefly trained candidate at little cost; that the
+    # gate rejects a shuffled-label model is tests/training/test_retrain.py's)
+    rejected = run_dag(airflow_env, "retrain_twice_weekly.py",
+                       {**pipeline["overrides"], "retrain.gate.margin": 10.0,
+                        "retrain.train.max_steps": 3})
+    assert rejected["tasks"]["gate"]["value"]["promote"] is False
+    assert states(rejected)["promote"] == "skipped"
+    assert states(rejected)["notify_serving"] == "skipped"
     assert champion(pipeline) == version
 
     # events that fail validation stop the run before training

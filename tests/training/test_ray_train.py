@@ -30,7 +30,8 @@ def ray_cluster():
 
 
 def _config(examples: Path, work: Path, workers: int) -> RetrainConfig:
-    train = TrainConfig(max_epochs=2, eval_every_steps=10, max_eval_requests=None,
+    # 156 steps in 2 epochs; a validation (and a checkpoint) every 25 of them
+    train = TrainConfig(max_epochs=2, eval_every_steps=25, max_eval_requests=None,
                         batch_size=128)
     train.model.ranker.item_representation = "content"
     # the Ray Train mechanics do not depend on the training length: the shorter, cheaper steps
@@ -60,7 +61,7 @@ def test_resume_after_a_killed_worker_matches_and_two_workers_learn(
     data = load_training_data(gate_examples, "content", with_train=False)
     cfg = _config(gate_examples, tmp_path, 1)
     plain = fit_on_ray(cfg, data, tmp_path / "plain")
-    resumed = fit_on_ray(cfg, data, tmp_path / "resumed", fail_at_step=25)
+    resumed = fit_on_ray(cfg, data, tmp_path / "resumed", fail_at_step=40)
     assert (tmp_path / "resumed" / "injected_failure.marker").exists()
     assert resumed.steps == plain.steps
     for key, value in plain.val_metrics.items():

@@ -14,7 +14,7 @@ from training.train import TrainConfig, load_training_data, train_model
 from transact.data.examples import ExampleConfig, build_examples
 from transact.data.synthetic import WorldConfig, generate_world
 from transact.data.synthetic_world import SyntheticWorld
-from transact.model.features import make_batch
+from transact.model.features import ExampleArrays, make_batch
 from transact.schema import ActionType
 
 
@@ -37,9 +37,11 @@ def test_a_fresh_save_raises_and_a_hide_lowers_p_save_of_a_similar_candidate(
 
     params = json.loads((world_dir / "meta.json").read_text())["params"]
     topic = SyntheticWorld(WorldConfig(**params)).item_topic
-    test = data.test
-    assert test is not None
+    # held-out requests to probe: validation and test days (the world's last day is short)
+    assert data.val is not None and data.test is not None
+    test = ExampleArrays.concat([data.val, data.test])
     rows = np.unique(test.request_id, return_index=True)[1][:400]
+    assert len(rows) == 400
     cands = test.item_id[rows]
     # the similar item: another item of the candidate's topic, the nearest by item vector
     table = data.item_table

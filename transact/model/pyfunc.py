@@ -9,7 +9,9 @@ The registered model wraps two directories, never pickled code of its own:
 Input (the signature): a DataFrame with one row per (user, candidate) — ``user_id``,
 ``item_id``, ``request_time_ms``, ``surface_id`` (integers) and the list columns
 ``seq_item_ids``, ``seq_action_types``, ``seq_timestamps_ms`` (``S`` entries, newest first,
-0-padded) and ``user_batch_emb`` (``U`` floats). Output: ``p_click``, ``p_save``, ``p_hide``.
+0-padded) and ``user_batch_emb`` (``U`` floats); for a model that reads the engagement
+counters also ``item_counts`` and ``user_counts`` (4 integers each: impressions, clicks,
+saves, hides before the request). Output: ``p_click``, ``p_save``, ``p_hide``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from transact.schema import HEADS
 ITEMS_FILE = "items.npy"
 INPUT_COLUMNS = ("user_id", "item_id", "request_time_ms", "surface_id", "seq_item_ids",
                  "seq_action_types", "seq_timestamps_ms", "user_batch_emb")
+#: input columns of a model with ``use_engagement_counters``
+COUNTER_INPUT_COLUMNS = ("item_counts", "user_counts")
 
 try:  # the class must subclass PythonModel when mlflow is there; the core works without it
     from mlflow.pyfunc import PythonModel as _Base
@@ -61,7 +65,10 @@ def frame_to_examples(frame: pd.DataFrame) -> Any:
         return np.asarray([np.asarray(v, dtype=dtype) for v in frame[name]], dtype=dtype
                           ).reshape(n, -1)
 
+    counters = {name: lists(name, np.int32) for name in COUNTER_INPUT_COLUMNS
+                if name in frame.columns}
     return ExampleArrays(
+        **counters,
         request_id=np.zeros(n, np.int64),
         user_id=frame["user_id"].to_numpy(np.int64),
         item_id=frame["item_id"].to_numpy(np.int64),
@@ -77,7 +84,11 @@ def frame_to_examples(frame: pd.DataFrame) -> Any:
 
 
 def examples_to_frame(examples: Any, rows: np.ndarray) -> pd.DataFrame:
-    """Rows of an ``ExampleArrays`` as the model's input DataFrame (e.g. an input example)."""
+    """Rows of an ``ExampleArrays`` as the model's input DataFrame (e.g. an input example);
+    with the engagement counters when the examples carry them."""
+    counters = {name: list(getattr(examples, name)[rows].astype(np.int64))
+                for name in COUNTER_INPUT_COLUMNS
+                if (getattr(examples, name)[rows] >= 0).all()}
     return pd.DataFrame({
         "user_id": examples.user_id[rows], "item_id": examples.item_id[rows],
         "request_time_ms": examples.request_time_ms[rows],
@@ -87,6 +98,7 @@ def examples_to_frame(examples: Any, rows: np.ndarray) -> pd.DataFrame:
         "seq_timestamps_ms": list(examples.seq_timestamps_ms[rows]),
         # float64 lists: what a JSON round trip of an input example gives back
         "user_batch_emb": list(examples.user_batch_emb[rows].astype(np.float64)),
+        **counters,
     })
 
 

@@ -1,4 +1,5 @@
-"""Process-wide settings every entry point applies first: no telemetry, loopback only."""
+"""Process-wide settings every entry point applies first: no telemetry, loopback only, and
+Ray Serve start-up checks patient enough for a loaded 2-core machine."""
 
 from __future__ import annotations
 
@@ -18,11 +19,17 @@ _TELEMETRY_OFF = {
     "TRANSFORMERS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    # Ray Serve kills its HTTP proxy when three readiness checks of 5 s fail in a row; on 2
+    # cores busy with training the proxy's start-up takes longer (seen: `transact demo` beside
+    # an experiments run died with ActorDiedError in `serve.start`)
+    "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "60",
+    "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "30",
 }
 
 
 def quiet_telemetry() -> None:
-    """Turn off every library's telemetry and hub access (there is no network for them)."""
+    """Turn off every library's telemetry and hub access (there is no network for them) and set
+    the Ray Serve start-up timeouts (before Ray starts: its processes inherit them)."""
     for key, value in _TELEMETRY_OFF.items():
         os.environ.setdefault(key, value)
 

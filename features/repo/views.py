@@ -54,6 +54,14 @@ __all__ = [
 USER_EMB_TTL = timedelta(days=2)
 
 
+def _counter_view(name: str, entity: object, feature: str, source: object, what: str
+                  ) -> FeatureView:
+    """An engagement-counter view: one Array(Int64)[4] of running totals, no TTL."""
+    return FeatureView(name=name, entities=[entity], ttl=timedelta(0),
+                       schema=[Field(name=feature, dtype=Array(Int64))], source=source,
+                       online=True, description=f"{what}; written by the stream processor.")
+
+
 def make_views(sources: Sources) -> tuple[FeatureView, ...]:
     """The feature views over one profile's sources: sequence, user embedding, item content,
     item counters, user counters."""
@@ -93,24 +101,10 @@ def make_views(sources: Sources) -> tuple[FeatureView, ...]:
         online=True,
         description="Pretrained item content embedding (PinSage stand-in), 32 float32.",
     )
-    item_counts = FeatureView(
-        name=ITEM_COUNTS_VIEW,
-        entities=[item],
-        ttl=timedelta(0),
-        schema=[Field(name=ITEM_COUNTS_FEATURE, dtype=Array(Int64))],
-        source=sources.item_counts_push,
-        online=True,
-        description="The item's impressions, clicks, saves and hides so far (all users); "
-        "written by the stream processor.",
-    )
-    user_counts = FeatureView(
-        name=USER_COUNTS_VIEW,
-        entities=[user],
-        ttl=timedelta(0),
-        schema=[Field(name=USER_COUNTS_FEATURE, dtype=Array(Int64))],
-        source=sources.user_counts_push,
-        online=True,
-        description="The user's impressions, clicks, saves and hides so far; written by the "
-        "stream processor.",
-    )
+    item_counts = _counter_view(ITEM_COUNTS_VIEW, item, ITEM_COUNTS_FEATURE,
+                                sources.item_counts_push, "The item's impressions, clicks, saves "
+                                "and hides so far (all users)")
+    user_counts = _counter_view(USER_COUNTS_VIEW, user, USER_COUNTS_FEATURE,
+                                sources.user_counts_push, "The user's impressions, clicks, saves "
+                                "and hides so far")
     return sequence, user_emb, items, item_counts, user_counts

@@ -98,7 +98,8 @@ def _fit(values: np.ndarray | None, length: int, dtype: Any) -> np.ndarray:
 
 
 class OnlineReader(Protocol):
-    def get_ranking_features(self, user_id: int, candidate_item_ids: Any) -> RankingFeatures: ...
+    def get_ranking_features(self, user_id: int, candidate_item_ids: Any,
+                             item_embeddings: bool = True) -> RankingFeatures: ...
 
     def get_item_counts(self, item_ids: Any) -> np.ndarray: ...
 
@@ -115,7 +116,8 @@ class FeastReader:
         self.store = profile.feature_store()
         self.seq_len = seq_len
 
-    def get_ranking_features(self, user_id: int, candidate_item_ids: Any) -> RankingFeatures:
+    def get_ranking_features(self, user_id: int, candidate_item_ids: Any,
+                             item_embeddings: bool = True) -> RankingFeatures:
         cands = np.asarray(candidate_item_ids, dtype=np.int64)
         user = self.store.get_online_features(
             features=[*_SEQ_REFS, f"{USER_EMB_VIEW}:{USER_EMB_FEATURE}",
@@ -125,11 +127,12 @@ class FeastReader:
         emb_list: list = []
         count_list: list = []
         if len(cands):
+            refs = [f"{ITEM_VIEW}:{ITEM_EMB_FEATURE}"] if item_embeddings else []
             got = self.store.get_online_features(
-                features=[f"{ITEM_VIEW}:{ITEM_EMB_FEATURE}", _ITEM_COUNTS_REF],
-                entity_rows={"item_id": cands.tolist()},
+                features=[*refs, _ITEM_COUNTS_REF], entity_rows={"item_id": cands.tolist()},
             ).to_dict()
-            emb_list, count_list = got[ITEM_EMB_FEATURE], got[ITEM_COUNTS_FEATURE]
+            emb_list = got.get(ITEM_EMB_FEATURE, [None] * len(cands))
+            count_list = got[ITEM_COUNTS_FEATURE]
         found = np.array([e is not None for e in emb_list], dtype=bool)
         item_emb = np.zeros((len(cands), ITEM_EMB_DIM), dtype=np.float32)
         if found.any():
@@ -202,23 +205,30 @@ class RedisDirectReader:
         self.item_counts_field = f(ITEM_COUNTS_VIEW, ITEM_COUNTS_FEATURE)
         self._hget_many = self.client.register_script(_HGET_MANY)
 
-    def get_ranking_features(self, user_id: int, candidate_item_ids: Any) -> RankingFeatures:
+    def get_ranking_features(self, user_id: int, candidate_item_ids: Any,
+                             item_embeddings: bool = True) -> RankingFeatures:
+        """One round trip; ``item_embeddings=False`` skips the candidates' content vectors
+        (serving has its own item table) and reads only their counters."""
         cands = np.asarray(candidate_item_ids, dtype=np.int64)
         user_key = self.layout.entity_key_fast("user_id", int(user_id))
+        item_blobs: list[bytes | None] = []
+        count_blobs: list[bytes | None] = []
         if len(cands):
             pipe = self.client.pipeline(transaction=False)
             pipe.hmget(user_key, self.user_fields)
             item_keys = self.layout.entity_keys("item_id", cands)
-            self._hget_many(keys=item_keys, args=[self.item_field], client=pipe)
+            if item_embeddings:
+                self._hget_many(keys=item_keys, args=[self.item_field], client=pipe)
             self._hget_many(keys=item_keys, args=[self.item_counts_field], client=pipe)
             replies = pipe.execute()
+            count_blobs = list(replies[-1])
+            if item_embeddings:
+                item_blobs = list(replies[1])
         else:  # user features only: one plain HMGET, no pipeline object
             replies = [self.client.hmget(user_key, self.user_fields)]
         (seq_items, seq_actions, seq_ts, seq_len, user_emb_blob, user_ts_blob,
          user_counts_blob) = replies[0]
-        item_blobs = list(replies[1]) if len(cands) else []
         item_blobs += [None] * (len(cands) - len(item_blobs))  # trailing nils are trimmed
-        count_blobs = list(replies[2]) if len(cands) else []
         item_emb, found = decode_float_lists(item_blobs, ITEM_EMB_DIM)
         user_emb, user_found = decode_float_lists([user_emb_blob], USER_EMB_DIM)
         stamp = -1

@@ -271,9 +271,10 @@ class UserFeatureSource:
         try:
             if self.reader is None:
                 self.reader = self._open()
-            got = self.reader.get_ranking_features(user_id, [])
-            item_counts = (None if candidates is None
-                           else self.reader.get_item_counts(candidates))
+            # one round trip: the user's features and, if asked, the candidates' counters
+            got = self.reader.get_ranking_features(
+                user_id, [] if candidates is None else candidates, item_embeddings=False)
+            item_counts = None if candidates is None else got.item_counts
         except Exception as err:  # noqa: BLE001 - any store failure degrades, never a 500
             return UserFeatures.cold_start(), self._failed(err)
         with self.lock:

@@ -111,8 +111,12 @@ def _check_reader(reader, sc, item_emb, user_emb) -> None:
     unknown = reader.get_ranking_features(10_000_000, cands)
     assert unknown.seq_len == 0 and (unknown.seq_item_ids == 0).all()
     assert not unknown.user_emb_found and (unknown.user_counts == 0).all()
-    many = np.arange(1, N_ITEMS + 60)  # the read path serving uses per request
+    many = np.arange(1, N_ITEMS + 60)
     assert np.array_equal(reader.get_item_counts(many), _offline_counts(sc, "item", many))
+    # serving's read: the user and the candidates' counters, no content vectors
+    light = reader.get_ranking_features(3, many, item_embeddings=False)
+    assert np.array_equal(light.item_counts, _offline_counts(sc, "item", many))
+    assert np.array_equal(light.user_counts, user_counts[2]) and not light.item_found.any()
 
 
 @pytest.mark.slow

@@ -135,7 +135,8 @@ def item_embeddings(
     config: Path | None = typer.Option(None, "--config", help="ItemGraphConfig as JSON/YAML"),
     epochs: int | None = typer.Option(None, help="override ItemGraphConfig.epochs"),
     seed: int | None = typer.Option(None, help="override ItemGraphConfig.seed"),
-    mode: str | None = typer.Option(None, help="learned | propagated (ItemGraphConfig.mode)"),
+    mode: str | None = typer.Option(
+        None, help="learned | propagated | spectral | spectral_propagated (ItemGraphConfig.mode)"),
 ) -> None:
     """Learn PinSage-style item vectors from the training window's co-engagements.
 

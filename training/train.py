@@ -70,6 +70,10 @@ class TrainConfig:
     num_threads: int = 1
     utility: tuple[float, ...] = DEFAULT_UTILITY
     progress: bool = False
+    #: exponential moving average of the weights (Polyak averaging): validation, early
+    #: stopping and the returned model use the averaged weights, updated after every Adam
+    #: step with ``min(ema_decay, (1 + step) / (10 + step))``. ``None``: the raw weights.
+    ema_decay: float | None = None
 
     def validate(self) -> TrainConfig:
         self.model.validate()
@@ -87,6 +91,8 @@ class TrainConfig:
                               f"{self.early_stopping!r}")
         if self.patience < 1:
             raise ConfigError("patience must be >= 1")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
         return self
 
 
@@ -303,6 +309,30 @@ def evaluate(model: Pinnability, examples: ExampleArrays, item_table: np.ndarray
     return {"loss": loss, **metrics}, hits
 
 
+class _WeightAverage:
+    """An exponential moving average of a model's floating-point parameters and buffers,
+    kept in a second :class:`Pinnability` of the same configuration (evaluated in place of
+    the trained one)."""
+
+    def __init__(self, model: Pinnability, decay: float) -> None:
+        self.decay = decay
+        self.model = Pinnability(model.cfg)
+        self.model.load_state_dict(model.state_dict())
+        self.model.to(next(model.parameters()).device)
+        self.model.eval()
+        self._pairs = [(avg, live) for avg, live in zip(
+            self.model.state_dict().values(), model.state_dict().values(), strict=True)
+            if avg.is_floating_point()]
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        """Move the average towards the live weights after optimizer step ``step`` (0-based);
+        the early steps use a smaller decay so that the start weights fade quickly."""
+        weight = 1.0 - min(self.decay, (1.0 + step) / (10.0 + step))
+        for avg, live in self._pairs:
+            avg.lerp_(live, weight)
+
+
 @dataclass
 class LoopState:
     """Everything needed to continue a run exactly where it stopped (a checkpoint)."""
@@ -324,6 +354,8 @@ class LoopState:
     #: numpy bit-generator state at the start of ``epoch`` (in-memory batch order)
     epoch_rng: dict[str, Any] | None
     stopped: bool = False
+    #: the averaged weights (``TrainConfig.ema_decay``), None without averaging
+    ema_state: dict[str, torch.Tensor] | None = None
 
 
 @dataclass
@@ -406,6 +438,10 @@ def train_model(cfg: TrainConfig, data: TrainData, hooks: TrainHooks | None = No
     trained = hooks.wrap_model(model) if hooks.wrap_model is not None else model
     device = next(model.parameters()).device  # a GPU when wrap_model moved it there
     label_weights = label_weights.to(device)
+    # the weights that are validated and kept: the model itself, or its moving average
+    # (made after wrap_model, which may move the model to another device)
+    averaged = _WeightAverage(model, cfg.ema_decay) if cfg.ema_decay is not None else None
+    scored = model if averaged is None else averaged.model
     optimizer = torch.optim.Adam(trained.parameters(), lr=cfg.lr,
                                  weight_decay=cfg.weight_decay)
     total_steps = steps_per_epoch * cfg.max_epochs
@@ -431,6 +467,8 @@ def train_model(cfg: TrainConfig, data: TrainData, hooks: TrainHooks | None = No
             model.encoder.mask_generator.set_state(state.mask_rng)
         if state.epoch_rng is not None:
             rng.bit_generator.state = state.epoch_rng
+        if averaged is not None and state.ema_state is not None:
+            averaged.model.load_state_dict(state.ema_state)
     progress = _progress(cfg.progress, total_steps)
     trained.train()
     lengths = None if streamed else sequence_lengths(train)
@@ -459,13 +497,15 @@ def train_model(cfg: TrainConfig, data: TrainData, hooks: TrainHooks | None = No
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if averaged is not None:
+                averaged.update(step)
             train_seconds += time.perf_counter() - tick
             step += 1
             seen += len(batch)
             if progress is not None:
                 progress.update(step=step, loss=loss.item())
             if step % eval_every == 0 or step == total_steps:
-                val_metrics, _ = evaluate(model, val, data.item_table, label_weights.cpu(),
+                val_metrics, _ = evaluate(scored, val, data.item_table, label_weights.cpu(),
                                           cfg.eval_batch_size, cfg.utility)
                 trained.train()
                 history.append({"step": step, "train_loss": loss.item(),
@@ -473,7 +513,7 @@ def train_model(cfg: TrainConfig, data: TrainData, hooks: TrainHooks | None = No
                 score = _stopping_score(val_metrics, cfg.early_stopping)
                 if score < best_score - 1e-6:
                     best_score, best_step, bad_evals = score, step, 0
-                    best_state = copy.deepcopy(model.state_dict())
+                    best_state = copy.deepcopy(scored.state_dict())
                 else:
                     bad_evals += 1
                     if bad_evals >= cfg.patience:
@@ -487,7 +527,9 @@ def train_model(cfg: TrainConfig, data: TrainData, hooks: TrainHooks | None = No
                         train_seconds=train_seconds, torch_rng=torch.get_rng_state(),
                         mask_rng=(None if model.encoder.mask_generator is None
                                   else model.encoder.mask_generator.get_state()),
-                        epoch_rng=epoch_rng, stopped=stop), val_metrics)
+                        epoch_rng=epoch_rng, stopped=stop,
+                        ema_state=None if averaged is None else averaged.model.state_dict()),
+                        val_metrics)
                 if stop:
                     break
         epoch, skip = epoch + 1, 0
@@ -495,6 +537,8 @@ def train_model(cfg: TrainConfig, data: TrainData, hooks: TrainHooks | None = No
         progress.close()
     if best_state is not None:
         model.load_state_dict(best_state)
+    elif averaged is not None:
+        model.load_state_dict(averaged.model.state_dict())
     model = model.cpu().eval()
     label_weights = label_weights.cpu()
     val_metrics, _ = evaluate(model, val, data.item_table, label_weights, cfg.eval_batch_size,

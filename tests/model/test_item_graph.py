@@ -8,6 +8,8 @@ import pytest
 from transact.model.item_graph import (
     ItemGraphConfig,
     co_engagement_graph,
+    impression_factors,
+    item_vectors_from_events,
     neighbour_matrix,
     train_item_embeddings,
 )
@@ -78,8 +80,54 @@ def test_learned_vectors_separate_co_engaged_clusters_that_content_barely_does()
     np.testing.assert_array_equal(again.embeddings, emb)
 
 
+def _separation(vectors: np.ndarray, cluster: np.ndarray, rows: np.ndarray) -> float:
+    unit = vectors[rows] / np.linalg.norm(vectors[rows], axis=1, keepdims=True)
+    sims = unit @ unit.T
+    same = cluster[rows, None] == cluster[None, rows]
+    return float(sims[same].mean() - sims[~same].mean())
+
+
+def test_spectral_vectors_place_items_shown_to_the_same_users_together() -> None:
+    """Two audiences of users, each shown (mostly) its own half of the items; nobody engages.
+    The impression factors separate the halves; unseen items are zero; user ids above 2^40
+    are fine; the same input gives the same vectors."""
+    rng = np.random.default_rng(1)
+    n_items = 60
+    cluster = (np.arange(n_items + 1) > 30).astype(int)
+    users, items = [], []
+    for user in range(200):
+        own = np.arange(1, 31) + 30 * (user % 2)
+        shown = np.where(rng.random(15) < 0.9, rng.choice(own, 15), rng.integers(1, 61, 15))
+        users += [(1 << 41) + user] * 15
+        items += list(shown)
+    user_id, item_id = np.array(users), np.array(items)
+    item_id[item_id == 60] = 59  # item 60 is never shown
+    factors = impression_factors(user_id, item_id, n_items, dim=8)
+    assert factors.shape == (n_items + 1, 8) and not factors[0].any() and not factors[60].any()
+    shown_rows = np.arange(1, 60)
+    assert _separation(factors, cluster, shown_rows) > 0.5
+    np.testing.assert_array_equal(impression_factors(user_id, item_id, n_items, dim=8), factors)
+
+    content = rng.normal(size=(n_items + 1, ITEM_EMB_DIM)).astype(np.float32)
+    content[0] = 0
+    skips = np.full(len(item_id), SKIP)
+    times = np.arange(len(item_id)) * MIN
+    for mode in ("spectral", "spectral_propagated"):
+        emb = item_vectors_from_events(content, user_id, item_id, skips, times,
+                                       ItemGraphConfig(mode=mode)).embeddings
+        assert emb.shape == (n_items + 1, ITEM_EMB_DIM) and not emb[0].any()
+        np.testing.assert_allclose(np.linalg.norm(emb[shown_rows], axis=1), 2.0, rtol=1e-4)
+        assert _separation(emb, cluster, shown_rows) > 0.1 > _separation(content, cluster,
+                                                                        shown_rows)
+    # a tiny window (fewer users than factors) still gives vectors, with zero columns
+    few = impression_factors(np.array([1, 1, 2]), np.array([1, 2, 2]), n_items, dim=8)
+    assert few.shape == (n_items + 1, 8)
+
+
 def test_bad_config_is_a_user_error() -> None:
     from transact.errors import UserError
 
     with pytest.raises(UserError, match="temperature"):
         ItemGraphConfig(temperature=0).validate()
+    with pytest.raises(UserError, match="spectral"):
+        ItemGraphConfig(mode="pagerank").validate()

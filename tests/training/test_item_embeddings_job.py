@@ -41,19 +41,22 @@ def test_job_learns_on_the_training_window_and_feeds_the_ranker(tmp_path: Path) 
 
 
 @pytest.mark.slow
-def test_examples_carry_the_propagated_vectors_of_the_job(tmp_path: Path) -> None:
-    """By default the example builder writes the ``graph`` item vectors itself: the same as
-    the job's ``--mode propagated`` on the same training window."""
+@pytest.mark.parametrize("mode", ["propagated", "spectral_propagated", "spectral"])
+def test_examples_carry_the_item_vectors_of_the_job(tmp_path: Path, mode: str) -> None:
+    """The example builder writes the ``graph`` item vectors itself: the same as the job's
+    ``--mode`` on the same training window (the spectral modes read every impression of it,
+    the co-engagement graph its clicks and saves)."""
     world, examples = tmp_path / "world", tmp_path / "examples"
     generate_world(world, WorldConfig(n_users=120, n_items=300, n_days=6, seed=3))
-    build_examples(world, examples, ExampleConfig(test_days=1, val_days=1))
+    build_examples(world, examples, ExampleConfig(test_days=1, val_days=1,
+                                                  item_graph_mode=mode))
     built = load_training_data(examples, "graph").item_table
     summary = json.loads((examples / "item_graph.json").read_text())
     stats = json.loads((examples / "stats.json").read_text())
     assert summary["window_end_ms"] == stats["split_boundaries_ms"]["val_start"]
-    assert summary["config"]["mode"] == "propagated" and summary["edges"] > 0
+    assert summary["config"]["mode"] == mode and summary["edges"] > 0
     result = CliRunner().invoke(app, ["item-embeddings", str(world), str(examples),
-                                      "--mode", "propagated"])
+                                      "--mode", mode])
     assert result.exit_code == 0, result.output
     np.testing.assert_allclose(load_training_data(examples, "graph").item_table, built,
                                rtol=1e-5, atol=1e-6)

@@ -119,3 +119,47 @@ def test_item_representations_are_read_or_explained(controlled_examples, tmp_pat
     cfg.model.ranker.item_representation = "content+pinnerformer"
     with pytest.raises(UserError, match="item_emb_dim"):
         train_model(cfg, data.with_items("content+pinnerformer"))
+
+
+def test_weight_averaging_keeps_the_average_of_the_trained_weights(
+        controlled_examples: Path) -> None:
+    """With ``ema_decay`` the validated and returned weights are the moving average of every
+    step's weights, not the last step's: averaging the live weights of each step by hand
+    gives the returned model."""
+    from training import train as train_module
+
+    data = load_training_data(controlled_examples)
+    decay, steps = 0.5, 4
+    snapshots: list[dict[str, torch.Tensor]] = []  # start, then after each step
+
+    class Spy(train_module._WeightAverage):
+        def __init__(self, model, decay_):
+            self.live = model
+            snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+            super().__init__(model, decay_)
+
+        def update(self, step: int) -> None:
+            snapshots.append({k: v.clone() for k, v in self.live.state_dict().items()})
+            super().update(step)
+
+    original = train_module._WeightAverage
+    train_module._WeightAverage = Spy
+    try:
+        result = train_model(small_config(max_steps=steps, eval_every_steps=steps,
+                                          ema_decay=decay), data)
+    finally:
+        train_module._WeightAverage = original
+    assert len(snapshots) == steps + 1
+    expected = {k: v.clone() for k, v in snapshots[0].items()}
+    for step, weights in enumerate(snapshots[1:]):
+        w = 1.0 - min(decay, (1.0 + step) / (10.0 + step))
+        for k, v in weights.items():
+            expected[k] = expected[k] + w * (v - expected[k]) if v.is_floating_point() else v
+    kept = result.model.state_dict()
+    bad = [k for k in kept if not torch.allclose(kept[k].float(), expected[k].float(),
+                                                 atol=1e-6)]
+    assert not bad, bad
+    last = snapshots[-1]
+    assert not all(torch.equal(kept[k], last[k]) for k in kept if kept[k].is_floating_point())
+    with pytest.raises(Exception, match="ema_decay"):
+        train_model(small_config(ema_decay=1.0), data)

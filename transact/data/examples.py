@@ -62,6 +62,10 @@ _TIME_BITS = 40  # 2**40 ms ≈ 34 years of span inside one events part
 PINNERFORMER_ITEMS = "pinnerformer_items.parquet"
 
 
+#: the item-vector modes the builder makes itself (``learned`` is the separate job)
+BUILDER_ITEM_GRAPH_MODES = ("propagated", "spectral", "spectral_propagated", "none")
+
+
 @dataclass
 class ExampleConfig:
     """How examples are built.
@@ -76,10 +80,12 @@ class ExampleConfig:
     ``start_ms``: no examples for requests before it (their events still form later histories;
     the number skipped is counted), e.g. the first day a daily user embedding exists.
     ``item_graph_mode``: the item vectors of ``item_representation="graph"`` written next to
-    the examples (``item_graph.parquet``) from the co-engagements of the *training window*
-    (events before the validation start): ``propagated`` (the default: the content vectors
-    propagated over the co-engagement graph, seconds, no training; see
-    :mod:`transact.model.item_graph`) or ``none``. The learned variant is the separate job
+    the examples (``item_graph.parquet``) from the *training window* (events before the
+    validation start): ``spectral_propagated`` (the default since 2026-12-01 session 6: half
+    the dimensions the spectral factors of the window's user x item impression matrix, half
+    the content vectors propagated over its co-engagement graph; seconds, no training; see
+    :mod:`transact.model.item_graph` and docs/model.md), ``propagated``, ``spectral`` or
+    ``none``. The learned variant is the separate job
     ``transact train item-embeddings --mode learned``. ``engagement_counters``: also write the
     point-in-time ``item_counts`` / ``user_counts`` columns (:mod:`transact.data.counters`;
     about 50 bytes per event of memory for the item and user sides together, built before the
@@ -95,7 +101,7 @@ class ExampleConfig:
     user_emb_path: str | None = None
     start_ms: int | None = None
     rows_per_chunk: int = 100_000
-    item_graph_mode: str = "propagated"
+    item_graph_mode: str = "spectral_propagated"
     engagement_counters: bool = True
 
     def validate(self) -> ExampleConfig:
@@ -114,8 +120,8 @@ class ExampleConfig:
             raise UserError("set both test_fraction and val_fraction, or neither")
         if self.rows_per_chunk < 1:
             raise UserError("rows_per_chunk must be >= 1")
-        if self.item_graph_mode not in ("propagated", "none"):
-            raise UserError(f"item_graph_mode must be 'propagated' or 'none', got "
+        if self.item_graph_mode not in BUILDER_ITEM_GRAPH_MODES:
+            raise UserError(f"item_graph_mode must be one of {BUILDER_ITEM_GRAPH_MODES}, got "
                             f"{self.item_graph_mode!r}")
         return self
 
@@ -425,9 +431,14 @@ def build_examples(
     stats.positives = {s: {a.name.lower(): 0 for a in HEAD_ACTIONS} for s in SPLITS}
     seq_len_sum = 0
     part_counter = dict.fromkeys(SPLITS, 0)
-    # the training window's engagements, for the item vectors (``item_graph_mode``)
-    engaged: dict[str, list[np.ndarray]] = {
+    # the training window's engagements for the item vectors (``item_graph_mode``), and for
+    # the spectral modes the (user, item) ids of every impression of the window
+    from transact.model.item_graph import IMPRESSION_MODES
+
+    window_events: dict[str, list[np.ndarray]] = {
         k: [] for k in ("user_id", "item_id", "action_type", "timestamp_ms")}
+    window_impressions: dict[str, list[np.ndarray]] | None = (
+        {"user_id": [], "item_id": []} if cfg.item_graph_mode in IMPRESSION_MODES else None)
 
     progress_bar = None
     task = None
@@ -441,10 +452,13 @@ def build_examples(
         for path in parts:
             events = read_parquet_checked(path, EVENT_SCHEMA)
             if cfg.item_graph_mode != "none":
-                codes = events.column("action_type").to_numpy()
-                early = ((events.column("timestamp_ms").to_numpy() < val_start)
-                         & np.isin(codes, (int(ActionType.CLICK), int(ActionType.SAVE))))
-                for name, values in engaged.items():
+                early = events.column("timestamp_ms").to_numpy() < val_start
+                if window_impressions is not None:
+                    for name, values in window_impressions.items():
+                        values.append(events.column(name).to_numpy()[early])
+                early &= np.isin(events.column("action_type").to_numpy(),
+                                 (int(ActionType.CLICK), int(ActionType.SAVE)))
+                for name, values in window_events.items():
                     values.append(events.column(name).to_numpy()[early])
             # Skips never enter sequences nor the default user embedding, so down-sampling
             # them before the build is exact.
@@ -481,14 +495,17 @@ def build_examples(
             progress_bar.stop()
 
     stats.seq_len_mean = seq_len_sum / max(stats.total, 1)
-    _write_item_graph(out_dir, item_emb, engaged, cfg.item_graph_mode, val_start)
+    _write_item_graph(out_dir, item_emb, window_events, window_impressions,
+                      cfg.item_graph_mode, val_start)
     stats.elapsed_s = time.perf_counter() - started
     (out_dir / "stats.json").write_text(json.dumps(asdict(stats), indent=2))
     return stats
 
 
-def _write_item_graph(out_dir: Path, content: np.ndarray, engaged: dict[str, list[np.ndarray]],
-                      mode: str, window_end_ms: int) -> None:
+def _write_item_graph(out_dir: Path, content: np.ndarray,
+                      window_events: dict[str, list[np.ndarray]],
+                      window_impressions: dict[str, list[np.ndarray]] | None, mode: str,
+                      window_end_ms: int) -> None:
     """The ``graph`` item vectors of the examples (see :class:`ExampleConfig`)."""
     from transact.model.item_graph import (
         GRAPH_FILE,
@@ -503,12 +520,19 @@ def _write_item_graph(out_dir: Path, content: np.ndarray, engaged: dict[str, lis
     if mode == "none":
         return
     started = time.perf_counter()
-    columns = {k: np.concatenate(v) if v else np.empty(0, np.int64) for k, v in engaged.items()}
+    def joined(parts: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
+        return {k: np.concatenate(v) if v else np.empty(0, np.int64) for k, v in parts.items()}
+
+    columns = joined(window_events)
+    shown = None if window_impressions is None else joined(window_impressions)
     cfg = ItemGraphConfig(mode=mode)
-    result = item_vectors_from_events(content, columns["user_id"], columns["item_id"],
-                                      columns["action_type"], columns["timestamp_ms"], cfg)
+    result = item_vectors_from_events(
+        content, columns["user_id"], columns["item_id"], columns["action_type"],
+        columns["timestamp_ms"], cfg,
+        impressions=None if shown is None else (shown["user_id"], shown["item_id"]))
     write_item_graph(out_dir, result, cfg, {
-        "window_end_ms": int(window_end_ms), "events_read": int(len(columns["item_id"])),
+        "window_end_ms": int(window_end_ms),
+        "events_read": int(len(columns["item_id"] if shown is None else shown["item_id"])),
         "seconds": time.perf_counter() - started, "made_by": "build_examples"})
 
 

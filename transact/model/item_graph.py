@@ -46,6 +46,12 @@ GRAPH_FILE = "item_graph.parquet"
 GRAPH_SUMMARY_FILE = "item_graph.json"
 
 
+#: how the ``graph`` item vectors are made (:class:`ItemGraphConfig` ``mode``)
+ITEM_GRAPH_MODES = ("learned", "propagated", "spectral", "spectral_propagated")
+#: the modes that read every impression of the training window (the others: clicks / saves)
+IMPRESSION_MODES = ("spectral", "spectral_propagated")
+
+
 @dataclass
 class ItemGraphConfig:
     """Graph construction and training of the item embeddings."""
@@ -71,12 +77,16 @@ class ItemGraphConfig:
     #: training, the importance-pooled propagation ``(x + P x + P^2 x) / 3`` of the content
     #: vectors (a fixed two-hop graph convolution; denoises an item's content by what is
     #: engaged with it: topic recovered by a linear probe 80 % vs 70 % from content on the
-    #: demo world), rescaled to ``output_norm``
+    #: demo world), rescaled to ``output_norm``; ``spectral``: no training, the item factors
+    #: of the training window's user x item *impression* matrix (every logged impression,
+    #: skips included; :func:`impression_factors`); ``spectral_propagated``: half the
+    #: dimensions each, the spectral factors beside the leading principal directions of the
+    #: propagated content vectors
     mode: str = "learned"
 
     def validate(self) -> ItemGraphConfig:
-        if self.mode not in ("learned", "propagated"):
-            raise UserError(f"ItemGraphConfig.mode must be 'learned' or 'propagated', got "
+        if self.mode not in ITEM_GRAPH_MODES:
+            raise UserError(f"ItemGraphConfig.mode must be one of {ITEM_GRAPH_MODES}, got "
                             f"{self.mode!r}")
         for name in ("dim", "window", "n_neighbours", "hidden_dim", "epochs", "batch_size",
                      "num_threads"):
@@ -189,12 +199,94 @@ def propagate_content(content: np.ndarray, graph: sp.csr_matrix, cfg: ItemGraphC
     return mixed
 
 
-def train_item_embeddings(content: np.ndarray, graph: sp.csr_matrix, cfg: ItemGraphConfig
+def impression_factors(user_id: np.ndarray, item_id: np.ndarray, n_items: int, dim: int,
+                       seed: int = 0) -> np.ndarray:
+    """``(n_items + 1, dim)`` spectral item factors of the user x item impression matrix.
+
+    ``A[u, i] = 1`` when user ``u`` was shown item ``i`` at least once (``(N,)`` event columns;
+    any user ids, remapped here). With ``D_u``, ``D_i`` the degrees, the factors are
+    ``V_k * sqrt(s_k)`` of the singular value decomposition of ``D_u^-1/2 A D_i^-1/2``,
+    ``k = 2 .. dim + 1``: the first pair is the degree (popularity) direction and carries no
+    similarity, so it is dropped. Items shown to the same users get close vectors: what the
+    logging policy and the users' own browsing put together, a much denser signal than
+    co-engagements (about 10 impressions per engagement). Items never shown (and row 0) are
+    zero; with fewer users or items than ``dim + 2`` the missing columns are zero too.
+    Deterministic (ARPACK's start vector is seeded).
+    """
+    out = np.zeros((n_items + 1, dim), dtype=np.float32)
+    if len(user_id) == 0:
+        return out
+    users, user_index = np.unique(np.asarray(user_id), return_inverse=True)
+    items = np.asarray(item_id, dtype=np.int64)
+    matrix = sp.coo_matrix((np.ones(len(items)), (user_index, items)),
+                           shape=(len(users), n_items + 1)).tocsr()
+    matrix.data[:] = 1.0  # shown at least once (duplicates were summed)
+    user_degree = np.asarray(matrix.sum(axis=1)).ravel()
+    item_degree = np.asarray(matrix.sum(axis=0)).ravel()
+    normalised = (sp.diags(1.0 / np.sqrt(np.maximum(user_degree, 1.0))) @ matrix
+                  @ sp.diags(1.0 / np.sqrt(np.maximum(item_degree, 1.0))))
+    k = min(dim + 1, min(normalised.shape) - 1)
+    if k < 2:
+        return out
+    from scipy.sparse.linalg import svds
+
+    start = np.random.default_rng(seed).standard_normal(min(normalised.shape))
+    _, values, vt = svds(normalised, k=k, v0=start)
+    order = np.argsort(-values)[1:]  # drop the degree direction
+    factors = vt[order].T * np.sqrt(values[order])
+    factors[item_degree == 0] = 0.0
+    out[:, : factors.shape[1]] = factors
+    out[0] = 0.0
+    return out
+
+
+def _rescale(vectors: np.ndarray, norm: float) -> np.ndarray:
+    """Rows rescaled to ``norm`` (zero rows stay zero)."""
+    lengths = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.where(lengths > 0, vectors / np.maximum(lengths, 1e-12) * norm,
+                    0.0).astype(np.float32)
+
+
+def spectral_item_vectors(content: np.ndarray, user_id: np.ndarray, item_id: np.ndarray,
+                          graph: sp.csr_matrix, cfg: ItemGraphConfig) -> np.ndarray:
+    """``(n_items + 1, cfg.dim)`` vectors of the ``spectral`` / ``spectral_propagated`` modes
+    (rows of norm ``output_norm``; items never shown fall back to their propagated content
+    vector in ``spectral_propagated`` and are zero in ``spectral``)."""
+    n_items = len(content) - 1
+    if cfg.mode == "spectral":
+        emb = _rescale(impression_factors(user_id, item_id, n_items, cfg.dim, cfg.seed),
+                       cfg.output_norm)
+    else:
+        half = cfg.dim // 2
+        spectral = _rescale(impression_factors(user_id, item_id, n_items, cfg.dim - half,
+                                               cfg.seed), 1.0)
+        propagated = propagate_content(content, graph, cfg)[1:].astype(np.float64)
+        centred = propagated - propagated.mean(axis=0)
+        _, _, directions = np.linalg.svd(centred, full_matrices=False)
+        leading = np.zeros((n_items + 1, half), dtype=np.float32)
+        leading[1:, : min(half, len(directions))] = centred @ directions[:half].T
+        emb = np.concatenate([_rescale(leading, 1.0), spectral], axis=1)
+        emb = _rescale(emb, cfg.output_norm)
+    emb[0] = 0.0
+    return emb
+
+
+def train_item_embeddings(content: np.ndarray, graph: sp.csr_matrix, cfg: ItemGraphConfig,
+                          impressions: tuple[np.ndarray, np.ndarray] | None = None
                           ) -> ItemGraphResult:
     """Learn item vectors from ``content`` ``(n_items + 1, E)`` and the co-engagement
-    ``graph``; deterministic for a seed and thread count."""
+    ``graph`` (and, for the spectral modes, the training window's ``impressions``: ``(N,)``
+    user and item ids); deterministic for a seed and thread count."""
     cfg.validate()
     n_with_neighbours = int((np.diff(graph.indptr) > 0).sum())
+    if cfg.mode in IMPRESSION_MODES:
+        if impressions is None:
+            raise UserError(f"item vectors of mode {cfg.mode!r} need the impressions")
+        return ItemGraphResult(
+            embeddings=spectral_item_vectors(content, impressions[0], impressions[1], graph,
+                                             cfg),
+            n_edges=int(sp.triu(graph, k=1).nnz), n_items_with_neighbours=n_with_neighbours,
+            final_loss=float("nan"))
     if cfg.mode == "propagated":
         return ItemGraphResult(embeddings=propagate_content(content, graph, cfg),
                                n_edges=int(sp.triu(graph, k=1).nnz),
@@ -238,13 +330,19 @@ def train_item_embeddings(content: np.ndarray, graph: sp.csr_matrix, cfg: ItemGr
 
 def item_vectors_from_events(content: np.ndarray, user_id: np.ndarray, item_id: np.ndarray,
                              action_type: np.ndarray, timestamp_ms: np.ndarray,
-                             cfg: ItemGraphConfig) -> ItemGraphResult:
+                             cfg: ItemGraphConfig,
+                             impressions: tuple[np.ndarray, np.ndarray] | None = None
+                             ) -> ItemGraphResult:
     """Item vectors ``(n_items + 1, dim)`` from ``content`` ``(n_items + 1, E)`` and the
     ``(N,)`` event columns the caller chose (the training window only: later engagements must
-    not shape the vectors the model is evaluated with)."""
+    not shape the vectors the model is evaluated with). The co-engagement graph reads the
+    clicks and saves among them; the spectral modes read ``impressions`` (``(M,)`` user and
+    item ids of every impression of the window), by default the events' own ids (then pass
+    the skips too)."""
     graph = co_engagement_graph(user_id, item_id, action_type, timestamp_ms, len(content) - 1,
                                 cfg.window, cfg.session_gap_ms)
-    return train_item_embeddings(content, graph, cfg)
+    return train_item_embeddings(content, graph, cfg, impressions=impressions or (user_id,
+                                                                                  item_id))
 
 
 def write_item_graph(examples_dir: Path | str, result: ItemGraphResult, cfg: ItemGraphConfig,

@@ -68,3 +68,30 @@ def test_threads_bench_measures_each_thread_count_and_load(bench_module, tmp_pat
     assert [(r["busy_processes"], r["threads"]) for r in rows] == [(0, 1), (0, 2), (1, 1), (1, 2)]
     assert all(r["step_s"] > 0 for r in rows)
     assert [r["slowdown_vs_fewest_threads"] for r in rows][::2] == [1.0, 1.0]
+
+
+def test_observable_oracle_replays_the_same_world_and_orders_the_ceilings(bench_module):
+    """The filtering replay draws exactly the world's events; the oracle that knows the
+    session's intent beats the one that infers it, which beats the intent prior; hides do not
+    depend on the intent."""
+    import numpy as np
+
+    from transact.data.synthetic import simulate_chunk
+    from transact.data.synthetic_world import SyntheticWorld, WorldConfig
+
+    oracle = bench_module("observable_oracle")
+    cfg = WorldConfig(n_users=300, n_days=4, seed=5).validate()
+    users = np.arange(1, 301)
+    plain = simulate_chunk(SyntheticWorld(cfg), users, np.random.default_rng(1),
+                           record_truth=True)
+    replay = simulate_chunk(oracle.FilteringWorld(cfg), users, np.random.default_rng(1),
+                            record_truth=True)
+    np.testing.assert_array_equal(plain.item_ids, replay.item_ids)
+    np.testing.assert_array_equal(plain.action_types, replay.action_types)
+    np.testing.assert_array_equal(plain.true_probs, replay.true_probs)
+
+    results = oracle.run(users=600, days=6, seed=5, test_days=2)
+    for head in ("click", "save"):
+        key = f"auc_{head}"
+        assert results["oracle"][key] > results["filtered"][key] > results["prior"][key]
+    assert results["oracle"]["auc_hide"] == results["filtered"]["auc_hide"]

@@ -414,11 +414,44 @@ def start_ray(num_cpus: int | None = None) -> None:
                  configure_logging=True, logging_level=logging.WARNING, log_to_driver=False)
 
 
+#: how long to wait for Ray Serve's HTTP proxy beyond ``serve.start``'s own 60 s (a fixed
+#: constant of Ray's); on 2 cores busy with training the proxy has taken longer than that
+PROXY_START_PATIENCE_S = 300.0
+
+
+def start_serve(host: str, port: int, patience_s: float = PROXY_START_PATIENCE_S) -> None:
+    """``serve.start`` on ``host:port``; when Ray gives up on its HTTP proxy after 60 s (a
+    loaded machine), keep the controller it started and wait up to ``patience_s`` more for the
+    proxy to listen, then raise :class:`TimeoutError` naming the address."""
+    import socket
+
+    options = {"http_options": {"host": host, "port": port},
+               "logging_config": {"log_level": "WARNING"}}
+    try:
+        serve.start(**options)
+        return
+    except TimeoutError as err:
+        if "HTTP proxies" not in str(err):
+            raise
+        logger.warning("Ray Serve's HTTP proxy is slow to start (a busy machine?); waiting up "
+                       "to %.0f s more for %s:%d", patience_s, host, port)
+    serve.start(**options)  # the controller is running: this connects to it
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=2.0):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Ray Serve's HTTP proxy did not listen on {host}:{port} "
+                                   f"within {60 + patience_s:.0f} s") from None
+            time.sleep(1.0)
+
+
 def run_server(cfg: ServingConfig, blocking: bool = False) -> str:
     """Start Ray + Serve on ``cfg.host:cfg.port`` and deploy the app; returns its base URL."""
     start_ray()
-    serve.start(http_options={"host": cfg.host, "port": cfg.port}, logging_config={
-        "log_level": "WARNING"})
+    start_serve(cfg.host, cfg.port)
     serve.run(build_app(cfg), name=cfg.app_name, route_prefix=cfg.route_prefix,
               blocking=blocking)
     prefix = cfg.route_prefix.rstrip("/")

@@ -84,7 +84,8 @@ class ExampleConfig:
     validation start): ``spectral_propagated`` (the default since 2026-12-01 session 6: half
     the dimensions the spectral factors of the window's user x item impression matrix, half
     the content vectors propagated over its co-engagement graph; seconds, no training; see
-    :mod:`transact.model.item_graph` and docs/model.md), ``propagated``, ``spectral`` or
+    :mod:`transact.model.item_graph` and docs/model.md; the spectral modes hold the window's
+    (user, item) ids in memory, 16 bytes per impression), ``propagated``, ``spectral`` or
     ``none``. The learned variant is the separate job
     ``transact train item-embeddings --mode learned``. ``engagement_counters``: also write the
     point-in-time ``item_counts`` / ``user_counts`` columns (:mod:`transact.data.counters`;

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -74,6 +75,13 @@ class TrainConfig:
     #: stopping and the returned model use the averaged weights, updated after every Adam
     #: step with ``min(ema_decay, (1 + step) / (10 + step))``. ``None``: the raw weights.
     ema_decay: float | None = None
+    #: learning-rate schedule over the run's planned steps (``max_epochs`` x steps per epoch,
+    #: capped by ``max_steps``): ``constant``; ``linear`` (decays to 0 at the last planned
+    #: step); ``cosine`` (half a cosine to 0). Both decays start after ``warmup_steps`` of a
+    #: linear ramp from ``lr / warmup_steps`` to ``lr``. Early stopping may end a run before
+    #: the planned end; the schedule does not look at it.
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
 
     def validate(self) -> TrainConfig:
         self.model.validate()
@@ -93,7 +101,30 @@ class TrainConfig:
             raise ConfigError("patience must be >= 1")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule must be one of {LR_SCHEDULES}, got "
+                              f"{self.lr_schedule!r}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         return self
+
+
+LR_SCHEDULES = ("constant", "linear", "cosine")
+
+
+def lr_factor(schedule: str, step: int, total_steps: int, warmup_steps: int = 0) -> float:
+    """Multiplier of the base learning rate for optimizer step ``step`` (0-based) of
+    ``total_steps`` planned steps: a linear warm-up over ``warmup_steps``, then ``schedule``
+    (see :attr:`TrainConfig.lr_schedule`). Never 0 (the last step keeps a small rate)."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    span = max(1, total_steps - warmup_steps)
+    progress = min(span - 1, step - warmup_steps) / span  # < 1: the last step keeps a rate
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 @dataclass
@@ -448,6 +479,7 @@ def train_model(cfg: TrainConfig, data: TrainData, hooks: TrainHooks | None = No
     if cfg.max_steps is not None:
         total_steps = min(total_steps, cfg.max_steps)
     eval_every = cfg.eval_every_steps or steps_per_epoch
+    scheduled = cfg.lr_schedule != "constant" or cfg.warmup_steps > 0
 
     history: list[dict[str, float]] = []
     best_score, best_step, best_state, bad_evals = float("inf"), 0, None, 0
@@ -496,6 +528,10 @@ def train_model(cfg: TrainConfig, data: TrainData, hooks: TrainHooks | None = No
                                   batch.user_weight)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if scheduled:
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * lr_factor(cfg.lr_schedule, step, total_steps,
+                                                     cfg.warmup_steps)
             optimizer.step()
             if averaged is not None:
                 averaged.update(step)

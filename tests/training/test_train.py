@@ -163,3 +163,30 @@ def test_weight_averaging_keeps_the_average_of_the_trained_weights(
     assert not all(torch.equal(kept[k], last[k]) for k in kept if kept[k].is_floating_point())
     with pytest.raises(Exception, match="ema_decay"):
         train_model(small_config(ema_decay=1.0), data)
+
+
+def test_the_learning_rate_follows_the_schedule(controlled_examples: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rate of every Adam step: a linear warm-up, then a decay towards 0 over the planned
+    steps; ``constant`` keeps ``lr``; an unknown schedule is refused."""
+    data = load_training_data(controlled_examples)
+    used: list[float] = []
+    step = torch.optim.Adam.step
+
+    def spy(self, *args, **kwargs):
+        used.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    train_model(small_config(max_steps=6, eval_every_steps=6, lr=0.01, lr_schedule="linear",
+                             warmup_steps=2), data)
+    assert np.allclose(used, [0.005, 0.01, 0.01, 0.0075, 0.005, 0.0025])
+    used.clear()
+    train_model(small_config(max_steps=5, eval_every_steps=5, lr=0.01, lr_schedule="cosine"),
+                data)
+    assert np.allclose(used, [0.005 * (1 + np.cos(np.pi * k / 5)) for k in range(5)])
+    used.clear()
+    train_model(small_config(max_steps=3, eval_every_steps=3, lr=0.01), data)
+    assert used == [0.01] * 3
+    with pytest.raises(Exception, match="lr_schedule"):
+        train_model(small_config(lr_schedule="step"), data)

@@ -367,7 +367,8 @@ class RankingEngine:
                         seq_actions = views["seq_actions"][None]
                         encoded = torch.cat([encoded, similarity_pool(
                             sim, seq_actions, seq_actions > 0,
-                            views["seq_recent"][None] > 0)], dim=1)
+                            views["seq_recent"][None] > 0,
+                            cfg.encoder.similarity_pool_thresholds)], dim=1)
                     parts.append(encoded)
             if cfg.use_batch_user_emb:
                 parts.append(views["user_emb"].expand(size, -1))

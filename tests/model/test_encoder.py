@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -283,6 +285,31 @@ def test_similarity_pool_reads_the_type_and_recency_of_similar_actions() -> None
     as_hide = pool(hidden, ts)
     assert as_hide[:, 1].abs().sum() == 0
     torch.testing.assert_close(as_hide[:, 2, 0], torch.ones(2))
+
+
+def test_sharper_pool_counts_only_close_actions() -> None:
+    """With a threshold of 0.5, two clicks of the candidate itself count 2 and fill the whole
+    share; clicks of loosely related items (cos 0.4) count in the pool's own soft count but
+    not in the sharper one. Columns per threshold: scope (all, recent) x type x (count, share)."""
+    actions, items, ts, request, cand = make_inputs(batch=1, n_real=4, gap_ms=HOUR_MS)
+    actions[0, :4] = int(ActionType.CLICK)
+    unit = cand[0] / cand[0].norm()
+    other = torch.randn_like(unit)
+    other = other - (other @ unit) * unit
+    loose = 0.4 * unit + (1 - 0.4 ** 2) ** 0.5 * other / other.norm()  # cos 0.4
+    items[0, :2] = cand[0]
+    items[0, 2:4] = loose * cand[0].norm()
+    enc = encoder(similarity_pool=True, similarity_pool_learned=False,
+                  similarity_pool_thresholds=(0.5,))
+    assert enc.output_dim == 11 * 97 + SIMILARITY_POOL_DIM + 12
+    out = enc(actions, items, ts, request, cand)[0]
+    sharp = out[-12:].view(2, 3, 2)
+    torch.testing.assert_close(sharp[0, 0], torch.tensor([math.log1p(2.0), 0.5]))
+    assert sharp[0, 1:].abs().sum() == 0  # no save, no hide
+    own = out[-12 - SIMILARITY_POOL_DIM:-12].view(2, 3, 3)
+    assert own[0, 0, 2].item() == pytest.approx(math.log1p(2.8), abs=1e-4)
+    with pytest.raises(Exception, match="similarity_pool_thresholds"):
+        EncoderConfig(similarity_pool_thresholds=(1.0,)).validate()
 
 
 def test_model_configs_validate_alike_and_name_bad_choices() -> None:

@@ -97,6 +97,7 @@ def test_parallel_chunk_workers_are_exact() -> None:
     {"similarity_pool": True, "similarity_recent_ms": 36_000_000, "num_heads": 4,
      "action_emb_dim": 31, "candidate_similarity": True},
     {"similarity_pool": True, "use_engagement_counters": True},
+    {"similarity_pool": True, "similarity_pool_thresholds": (0.5, 0.8)},
     {"use_engagement_counters": True, "input_norm": "block", "first_k": 0},
 ])
 def test_engine_is_exact_across_configurations(variant: dict) -> None:

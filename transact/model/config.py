@@ -114,6 +114,12 @@ class EncoderConfig:
     #: the pool's cosine is taken after a learned linear map ``P`` (``E x E``, identity at
     #: init) of both vectors: ``cos(P e_i, P e_cand)``, a learned similarity metric
     similarity_pool_learned: bool = True
+    #: sharper counts beside the pool's own: for each threshold ``t`` (in [0, 1)), per scope
+    #: and action type, ``log1p`` of the summed ``relu(cos - t) / (1 - t)`` (a count of the
+    #: *close* actions) and that sum over the matching actions' number (their share):
+    #: ``4 x 3`` columns per threshold. A learned metric cannot sharpen the pool's own
+    #: kernel (a cosine ignores scale): these count same-topic actions, not loosely related ones
+    similarity_pool_thresholds: tuple[float, ...] = ()
 
     @property
     def d_model(self) -> int:
@@ -124,10 +130,17 @@ class EncoderConfig:
         return base + self.item_emb_dim + int(self.candidate_similarity)
 
     @property
+    def similarity_pool_dim(self) -> int:
+        """Columns of the similarity pool (0 when it is off)."""
+        if not self.similarity_pool:
+            return 0
+        return SIMILARITY_POOL_DIM + 12 * len(self.similarity_pool_thresholds)
+
+    @property
     def output_dim(self) -> int:
         if self.kind == "none":
             return 0
-        pool = SIMILARITY_POOL_DIM if self.similarity_pool else 0
+        pool = self.similarity_pool_dim
         if self.kind == "avg":
             return self.d_model + pool
         return (self.first_k + int(self.max_pool)) * self.d_model + pool
@@ -159,6 +172,10 @@ class EncoderConfig:
             raise ConfigError(f"encoder.action_emb_std must be > 0, got {self.action_emb_std}")
         if self.similarity_recent_ms <= 0:
             raise ConfigError("encoder.similarity_recent_ms must be > 0")
+        self.similarity_pool_thresholds = tuple(float(t) for t in self.similarity_pool_thresholds)
+        if any(not 0.0 <= t < 1.0 for t in self.similarity_pool_thresholds):
+            raise ConfigError(f"encoder.similarity_pool_thresholds must lie in [0, 1), got "
+                              f"{list(self.similarity_pool_thresholds)}")
         return self
 
 

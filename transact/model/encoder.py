@@ -253,7 +253,7 @@ class SequenceEncoder(nn.Module):
         cand_item_emb: torch.Tensor,
         visible: torch.Tensor,
     ) -> torch.Tensor:
-        """``(B, SIMILARITY_POOL_DIM)``: :func:`similarity_pool` of the visible slots.
+        """``(B, cfg.similarity_pool_dim)``: :func:`similarity_pool` of the visible slots.
 
         Sequence inputs may have batch size 1 (one shared sequence) and broadcast against
         ``cand_item_emb (B, E)``.
@@ -262,7 +262,8 @@ class SequenceEncoder(nn.Module):
                * self.pool_unit(cand_item_emb)[:, None, :]).sum(dim=2)  # (B, S)
         age_ms = request_time_ms[:, None] - seq_timestamps_ms
         recent = age_ms < self.cfg.similarity_recent_ms
-        return similarity_pool(sim, seq_action_types, visible, recent)
+        return similarity_pool(sim, seq_action_types, visible, recent,
+                               self.cfg.similarity_pool_thresholds)
 
     @torch.no_grad()
     def forward_shared(
@@ -431,14 +432,16 @@ SIMILARITY_POOL_TYPES: tuple[int, ...] = (int(ActionType.CLICK), int(ActionType.
 
 
 def similarity_pool(sim: torch.Tensor, seq_action_types: torch.Tensor, visible: torch.Tensor,
-                    recent: torch.Tensor) -> torch.Tensor:
-    """Candidate-aware pooled features ``(B, SIMILARITY_POOL_DIM)``.
+                    recent: torch.Tensor, thresholds: tuple[float, ...] = ()) -> torch.Tensor:
+    """Candidate-aware pooled features ``(B, SIMILARITY_POOL_DIM + 12 * len(thresholds))``.
 
     ``sim (B, S)``: ``cos(e_i, e_cand)`` per slot; ``seq_action_types``, ``visible`` and
     ``recent`` ``(B, S)`` or ``(1, S)`` (broadcast). For each scope (visible; visible and
     recent) and each action type of :data:`SIMILARITY_POOL_TYPES`: the max of ``sim``, its
     mean and ``log1p(sum(relu(sim)))`` (a soft count of similar actions) over the matching
-    slots, 0 where none match. Slot order does not matter.
+    slots, 0 where none match; then, per threshold ``t`` of ``thresholds``, scope and action
+    type, ``log1p(c)`` and ``c / n`` with ``c = sum(relu(sim - t)) / (1 - t)`` over the ``n``
+    matching slots (a count and a share of close actions). Slot order does not matter.
     """
     columns = []
     for scope in (visible, visible & recent):
@@ -450,6 +453,14 @@ def similarity_pool(sim: torch.Tensor, seq_action_types: torch.Tensor, visible: 
             columns.append(torch.where(count > 0, best, torch.zeros_like(best)))
             columns.append((sim * weights).sum(dim=1) / count.clamp(min=1))
             columns.append(torch.log1p((sim.clamp(min=0.0) * weights).sum(dim=1)))
+    for threshold in thresholds:
+        close = (sim - threshold).clamp(min=0.0) / (1.0 - threshold)
+        for scope in (visible, visible & recent):
+            for code in SIMILARITY_POOL_TYPES:
+                match = scope & (seq_action_types == code)
+                total = (close * match.to(sim.dtype)).sum(dim=1)
+                columns.append(torch.log1p(total))
+                columns.append(total / match.sum(dim=1).clamp(min=1))
     return torch.stack(columns, dim=1)
 
 

@@ -135,6 +135,16 @@ def decide(candidate: dict[str, HitAtK], reference: dict[str, HitAtK], reference
     alpha = 1.0 - cfg.confidence
     rows, failures = [], []
     for head in [*cfg.positive_heads, "hide"]:
+        if not candidate[head].n_requests or not reference[head].n_requests:
+            # the window holds no request with a positive of this head: no evidence either way
+            # (a short window may see no hide at all); disjoint counted requests still raise
+            passed = head == "hide"
+            if not passed:
+                failures.append(f"no {head} positive in the evaluation window: a gain on "
+                                f"{head} HIT@3 cannot be shown")
+            rows.append(HeadComparison(head, candidate[head].value, reference[head].value,
+                                       float("nan"), float("nan"), float("nan"), 0, passed))
+            continue
         point, draws = paired_relative_change(candidate[head], reference[head], cfg.n_boot,
                                               cfg.seed)
         low, high = (float(np.quantile(draws, alpha)), float(np.quantile(draws, 1 - alpha)))

@@ -15,6 +15,7 @@ import pytest
 from training.gate import GateConfig, decide, random_ranking_hits
 from training.retrain import RetrainConfig, apply_decision, gate_candidate, run_retraining
 from training.train import TrainConfig
+from transact.errors import UserError
 from transact.metrics import HitAtK
 from transact.registry import CHAMPION, PREVIOUS, ModelRegistry, RegistryConfig, resolve_model
 
@@ -126,6 +127,18 @@ def test_gate_rule_margin_and_hide_tolerance() -> None:
     worse_hide = {**cand, "hide": _hits(np.maximum(hide_same, base))}
     decision = decide(worse_hide, ref, "champion v1", GateConfig())
     assert not decision.promote and "hide" in decision.reason
+    # a window without a single hide is no evidence against the candidate; one without a
+    # save cannot show a gain; requests counted on both sides but disjoint are an error
+    empty = HitAtK(float("nan"), 0, np.arange(0), np.zeros(0))
+    no_hide = decide({**cand, "hide": empty}, {**ref, "hide": empty}, "champion v1",
+                     GateConfig())
+    assert no_hide.promote and no_hide.heads[-1].n_requests == 0
+    no_save = decide({**cand, "save": empty}, {**ref, "save": empty}, "champion v1",
+                     GateConfig())
+    assert not no_save.promote and "no save positive" in no_save.reason
+    shifted = HitAtK(float(base.mean()), len(base), np.arange(len(base)) + 10_000, base)
+    with pytest.raises(UserError, match="share no counted request"):
+        decide(cand, {**ref, "click": shifted}, "champion v1", GateConfig())
 
 
 @pytest.mark.services

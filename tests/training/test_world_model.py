@@ -32,8 +32,12 @@ def test_a_fresh_save_raises_and_a_hide_lowers_p_save_of_a_similar_candidate(
     build_examples(world_dir, examples_dir, ExampleConfig(test_days=1, val_days=1))
     # the default item vectors: graph (propagated by the example builder)
     data = load_training_data(examples_dir, "graph")
-    result = train_model(TrainConfig(seed=0, max_epochs=2, max_eval_requests=300), data)
-    model = result.model
+    # three training seeds, their probabilities averaged: one seed's learned save effect is
+    # small and varies with the seed and the machine's arithmetic (seed 0 alone: 55 % of the
+    # requests up on one CPU, 72 % on another); the seeds' average is what the test holds to
+    models = [train_model(TrainConfig(seed=seed, max_epochs=2, max_eval_requests=300),
+                          data).model for seed in range(3)]
+    model = models[0]
 
     params = json.loads((world_dir / "meta.json").read_text())["params"]
     topic = SyntheticWorld(WorldConfig(**params)).item_topic
@@ -68,7 +72,8 @@ def test_a_fresh_save_raises_and_a_hide_lowers_p_save_of_a_similar_candidate(
                            user_batch_emb=test.user_batch_emb[rows],
                            item_id_buckets=model.cfg.item_id_buckets,
                            item_counts=test.item_counts[rows], user_counts=test.user_counts[rows])
-        return model.predict(batch)[:, model.cfg.heads.index("save")].numpy()
+        save = model.cfg.heads.index("save")
+        return np.mean([m.predict(batch)[:, save].numpy() for m in models], axis=0)
 
     base, saved, hidden = p_save(None), p_save(ActionType.SAVE), p_save(ActionType.HIDE)
     up, down = saved - base, hidden - base

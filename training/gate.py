@@ -19,6 +19,7 @@ model that learned nothing (e.g. trained on shuffled labels) cannot pass it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -68,6 +69,11 @@ class HeadComparison:
     n_requests: int
     passed: bool
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe: a head without evidence has no change or interval (``None``, not NaN)."""
+        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                for k, v in asdict(self).items()}
+
 
 @dataclass
 class GateDecision:
@@ -87,7 +93,7 @@ class GateDecision:
         return tags
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "heads": [h.to_dict() for h in self.heads]}
 
 
 def random_ranking_hits(request_id: np.ndarray, positives: np.ndarray, k: int = 3,
@@ -138,7 +144,8 @@ def decide(candidate: dict[str, HitAtK], reference: dict[str, HitAtK], reference
         if not candidate[head].n_requests or not reference[head].n_requests:
             # the window holds no request with a positive of this head: no evidence either way
             # (a short window may see no hide at all); disjoint counted requests still raise
-            passed = head == "hide"
+            # a margin below -100 % is an open gate: no relative change can fall below it
+            passed = head == "hide" or cfg.margin < -1.0
             if not passed:
                 failures.append(f"no {head} positive in the evaluation window: a gain on "
                                 f"{head} HIT@3 cannot be shown")

@@ -155,7 +155,7 @@ def gate_step(cfg: PipelineConfig, run_key: str, version: str) -> dict[str, Any]
     return {"version": version, "promote": outcome.decision.promote,
             "champion_before": outcome.champion_before,
             "reason": outcome.decision.reason,
-            "heads": [dataclasses.asdict(h) for h in outcome.decision.heads]}
+            "heads": [h.to_dict() for h in outcome.decision.heads]}
 
 
 def promote_step(cfg: PipelineConfig, decision: dict[str, Any]) -> dict[str, Any]:

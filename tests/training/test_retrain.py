@@ -6,6 +6,7 @@ click probability is constant), so the gate here watches the save head."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from pathlib import Path
 
@@ -133,9 +134,12 @@ def test_gate_rule_margin_and_hide_tolerance() -> None:
     no_hide = decide({**cand, "hide": empty}, {**ref, "hide": empty}, "champion v1",
                      GateConfig())
     assert no_hide.promote and no_hide.heads[-1].n_requests == 0
+    json.dumps(no_hide.to_dict(), allow_nan=False)  # what the DAG's gate task hands on
     no_save = decide({**cand, "save": empty}, {**ref, "save": empty}, "champion v1",
                      GateConfig())
     assert not no_save.promote and "no save positive" in no_save.reason
+    assert decide({**cand, "save": empty}, {**ref, "save": empty}, "champion v1",
+                  GateConfig(margin=-2.0)).promote  # an open gate
     shifted = HitAtK(float(base.mean()), len(base), np.arange(len(base)) + 10_000, base)
     with pytest.raises(UserError, match="share no counted request"):
         decide(cand, {**ref, "click": shifted}, "champion v1", GateConfig())

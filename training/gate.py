@@ -141,10 +141,10 @@ def decide(candidate: dict[str, HitAtK], reference: dict[str, HitAtK], reference
     alpha = 1.0 - cfg.confidence
     rows, failures = [], []
     for head in [*cfg.positive_heads, "hide"]:
-        if not candidate[head].n_requests or not reference[head].n_requests:
+        if not candidate[head].n_requests and not reference[head].n_requests:
             # the window holds no request with a positive of this head: no evidence either way
-            # (a short window may see no hide at all); disjoint counted requests still raise
-            # a margin below -100 % is an open gate: no relative change can fall below it
+            # (a short window may see no hide at all); disjoint counted requests still raise.
+            # A margin below -100 % is an open gate: no relative change can fall below it.
             passed = head == "hide" or cfg.margin < -1.0
             if not passed:
                 failures.append(f"no {head} positive in the evaluation window: a gain on "

@@ -44,9 +44,12 @@ HEADS = ("click", "save", "hide")
 @dataclass
 class FilteredState(UserState):
     """A :class:`UserState` with the log posterior over the session's intent,
-    ``(B, T, T + 1)``: primary topic x secondary topic (the last column: none)."""
+    ``(B, T, T + 1)``: primary topic x secondary topic (the last column: none); ``log_post_eng``
+    is the same posterior updated by the session's engagements only (skips ignored: what a
+    sequence of engagements, ours and the paper's, can tell)."""
 
     log_post: np.ndarray | None = None
+    log_post_eng: np.ndarray | None = None
 
     def take(self, rows: np.ndarray) -> FilteredState:
         return FilteredState(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
@@ -69,7 +72,8 @@ class FilteringWorld(SyntheticWorld):
         base = super().new_state(user_ids, day, params)
         values = {f.name: getattr(base, f.name) for f in fields(base)}
         n_topics = self.n_topics
-        return FilteredState(**values, log_post=np.zeros((len(base), n_topics, n_topics + 1)))
+        shape = (len(base), n_topics, n_topics + 1)
+        return FilteredState(**values, log_post=np.zeros(shape), log_post_eng=np.zeros(shape))
 
     def intent_prior(self, state: UserState) -> np.ndarray:
         """``(B, T, T + 1)`` prior over (primary, secondary | none) of a new session."""
@@ -91,6 +95,7 @@ class FilteringWorld(SyntheticWorld):
     def start_session(self, state: FilteredState, rng) -> None:
         super().start_session(state, rng)
         state.log_post = np.log(np.maximum(self.intent_prior(state), 1e-300))
+        state.log_post_eng = state.log_post.copy()
 
     def _boosted(self, state: UserState, item_ids: np.ndarray) -> np.ndarray:
         """``(3, B, S, 4)`` outcome probabilities with intent boost 0 / secondary / primary."""
@@ -115,6 +120,7 @@ class FilteringWorld(SyntheticWorld):
         topics = self.item_topic[np.asarray(item_ids, dtype=np.int64)]  # (B, S)
         rows = np.arange(len(state))[:, None]
         for name, log_post in (("filtered", state.log_post),
+                               ("filtered_engagements", state.log_post_eng),
                                ("prior", np.log(np.maximum(self.intent_prior(state), 1e-300)))):
             post = np.exp(log_post - log_post.max(axis=(1, 2), keepdims=True))
             post /= post.sum(axis=(1, 2), keepdims=True)
@@ -136,20 +142,25 @@ class FilteringWorld(SyntheticWorld):
             axis=-1)[..., 0], 1e-300))  # (3, B, S)
         n_users, n_topics = topics.shape[0], self.n_topics
         flat = (np.arange(n_users)[:, None] * n_topics + topics).ravel()
-        gain_primary = np.bincount(flat, (loglik[2] - loglik[0]).ravel(),
-                                   minlength=n_users * n_topics).reshape(n_users, n_topics)
-        gain_secondary = np.bincount(flat, (loglik[1] - loglik[0]).ravel(),
-                                     minlength=n_users * n_topics).reshape(n_users, n_topics)
-        state.log_post[:, :, :] += gain_primary[:, :, None]
-        state.log_post[:, :, :n_topics] += gain_secondary[:, None, :]
-        self.records.append((state.user_ids.copy(), state._filtered, state._prior))
+        engaged = (outcome != 0).astype(np.float64)  # (B, S)
+        for log_post, weight in ((state.log_post, 1.0), (state.log_post_eng, engaged)):
+            gain_primary = np.bincount(flat, ((loglik[2] - loglik[0]) * weight).ravel(),
+                                       minlength=n_users * n_topics).reshape(n_users, n_topics)
+            gain_secondary = np.bincount(flat, ((loglik[1] - loglik[0]) * weight).ravel(),
+                                         minlength=n_users * n_topics).reshape(n_users,
+                                                                               n_topics)
+            log_post[:, :, :] += gain_primary[:, :, None]
+            log_post[:, :, :n_topics] += gain_secondary[:, None, :]
+        self.records.append((state.user_ids.copy(), state._filtered, state._prior,
+                             state._filtered_engagements))
         super().observe(state, item_ids, actions)
 
 
 def run(users: int, days: int, seed: int, test_days: int) -> dict[str, dict[str, float]]:
     cfg = WorldConfig(n_users=users, n_days=days, seed=seed).validate()
     world = FilteringWorld(cfg)
-    scored: dict[str, list[np.ndarray]] = {"oracle": [], "filtered": [], "prior": []}
+    scored: dict[str, list[np.ndarray]] = {"oracle": [], "filtered": [], "prior": [],
+                                           "filtered_engagements": []}
     labels, requests, times = [], [], []
     next_request = 0
     for chunk in range(-(-cfg.n_users // cfg.users_per_chunk)):
@@ -162,7 +173,7 @@ def run(users: int, days: int, seed: int, test_days: int) -> dict[str, dict[str,
         step_users = np.concatenate([r[0] for r in world.records])
         order = np.argsort(step_users, kind="stable")
         scored["oracle"].append(events.true_probs)
-        for k, name in ((1, "filtered"), (2, "prior")):
+        for k, name in ((1, "filtered"), (2, "prior"), (3, "filtered_engagements")):
             scored[name].append(np.concatenate([r[k] for r in world.records])[order]
                                 .reshape(-1, 3))
         labels.append(np.stack([events.action_types == ActionType.CLICK,

@@ -94,4 +94,7 @@ def test_observable_oracle_replays_the_same_world_and_orders_the_ceilings(bench_
     for head in ("click", "save"):
         key = f"auc_{head}"
         assert results["oracle"][key] > results["filtered"][key] > results["prior"][key]
+        # the session's skips are evidence too: engagements alone infer less of the intent
+        assert results["filtered"][key] > results["filtered_engagements"][key] > \
+            results["prior"][key]
     assert results["oracle"]["auc_hide"] == results["filtered"]["auc_hide"]

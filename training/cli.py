@@ -136,7 +136,8 @@ def item_embeddings(
     epochs: int | None = typer.Option(None, help="override ItemGraphConfig.epochs"),
     seed: int | None = typer.Option(None, help="override ItemGraphConfig.seed"),
     mode: str | None = typer.Option(
-        None, help="learned | propagated | spectral | spectral_propagated (ItemGraphConfig.mode)"),
+        None, help="learned | propagated | spectral | spectral_propagated | clustered "
+        "(ItemGraphConfig.mode)"),
 ) -> None:
     """Learn PinSage-style item vectors from the training window's co-engagements.
 

@@ -59,6 +59,12 @@ def examples(
     seq_len: int = typer.Option(100, min=1, help="Realtime sequence length."),
     skip_keep_rate: float = typer.Option(1.0, help="Fraction of skip impressions kept."),
     user_emb: Path | None = typer.Option(None, help="Daily user-embedding Parquet to use."),
+    start_day: str | None = typer.Option(
+        None, help="First UTC day (YYYY-MM-DD) of training rows; earlier impressions are history "
+        "only (the demo: the first daily-embedding day)."),
+    item_graph_mode: str | None = typer.Option(
+        None, help="Item vectors written beside the examples: propagated | spectral | "
+        "spectral_propagated | clustered | none (default: ExampleConfig's)."),
     validate: bool = typer.Option(True, help="Run the Great Expectations suites first/after."),
 ) -> None:
     """Build training examples: each impression with the user's sequence strictly before it."""
@@ -71,6 +77,13 @@ def examples(
                         test_fraction=test_fraction, val_fraction=val_fraction,
                         skip_keep_rate=skip_keep_rate,
                         user_emb_path=str(user_emb) if user_emb else None)
+    if start_day is not None:
+        from training.pinnerformer import parse_day
+
+        cfg.start_ms = parse_day(start_day)
+    if item_graph_mode is not None:
+        cfg.item_graph_mode = item_graph_mode
+    cfg.validate()
     stats = build_examples(dataset, out, cfg, progress=True)
     if validate:
         for split in ("train", "val", "test"):

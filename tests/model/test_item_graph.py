@@ -119,6 +119,19 @@ def test_spectral_vectors_place_items_shown_to_the_same_users_together() -> None
         np.testing.assert_allclose(np.linalg.norm(emb[shown_rows], axis=1), 2.0, rtol=1e-4)
         assert _separation(emb, cluster, shown_rows) > 0.1 > _separation(content, cluster,
                                                                         shown_rows)
+    # clustered: a one-hot cluster (the two audiences apart) beside a soft residue
+    clustered = item_vectors_from_events(content, user_id, item_id, skips, times,
+                                         ItemGraphConfig(mode="clustered", n_clusters=2)
+                                         ).embeddings
+    assert clustered.shape == (n_items + 1, ITEM_EMB_DIM) and not clustered[0].any()
+    np.testing.assert_allclose(np.linalg.norm(clustered[1:], axis=1), 2.0, rtol=1e-4)
+    cluster_of = clustered[1:, :2].argmax(axis=1)
+    assert ((clustered[1:, :2] > 0).sum(axis=1) == 1).all()  # exactly one cluster each
+    agreement = (cluster_of[shown_rows - 1] == cluster[shown_rows]).mean()
+    assert max(agreement, 1 - agreement) > 0.9
+    np.testing.assert_array_equal(item_vectors_from_events(
+        content, user_id, item_id, skips, times,
+        ItemGraphConfig(mode="clustered", n_clusters=2)).embeddings, clustered)
     # a tiny window (fewer users than factors) still gives vectors, with zero columns
     few = impression_factors(np.array([1, 1, 2]), np.array([1, 2, 2]), n_items, dim=8)
     assert few.shape == (n_items + 1, 8)
@@ -131,3 +144,5 @@ def test_bad_config_is_a_user_error() -> None:
         ItemGraphConfig(temperature=0).validate()
     with pytest.raises(UserError, match="spectral"):
         ItemGraphConfig(mode="pagerank").validate()
+    with pytest.raises(UserError, match="n_clusters"):
+        ItemGraphConfig(mode="clustered", n_clusters=ITEM_EMB_DIM).validate()

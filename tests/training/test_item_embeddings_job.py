@@ -41,7 +41,8 @@ def test_job_learns_on_the_training_window_and_feeds_the_ranker(tmp_path: Path) 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["propagated", "spectral_propagated", "spectral"])
+@pytest.mark.parametrize("mode", ["propagated", "spectral_propagated", "spectral",
+                                  "clustered"])
 def test_examples_carry_the_item_vectors_of_the_job(tmp_path: Path, mode: str) -> None:
     """The example builder writes the ``graph`` item vectors itself: the same as the job's
     ``--mode`` on the same training window (the spectral modes read every impression of it,

@@ -63,7 +63,8 @@ PINNERFORMER_ITEMS = "pinnerformer_items.parquet"
 
 
 #: the item-vector modes the builder makes itself (``learned`` is the separate job)
-BUILDER_ITEM_GRAPH_MODES = ("propagated", "spectral", "spectral_propagated", "none")
+BUILDER_ITEM_GRAPH_MODES = ("propagated", "spectral", "spectral_propagated", "clustered",
+                            "none")
 
 
 @dataclass

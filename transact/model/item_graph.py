@@ -47,9 +47,9 @@ GRAPH_SUMMARY_FILE = "item_graph.json"
 
 
 #: how the ``graph`` item vectors are made (:class:`ItemGraphConfig` ``mode``)
-ITEM_GRAPH_MODES = ("learned", "propagated", "spectral", "spectral_propagated")
+ITEM_GRAPH_MODES = ("learned", "propagated", "spectral", "spectral_propagated", "clustered")
 #: the modes that read every impression of the training window (the others: clicks / saves)
-IMPRESSION_MODES = ("spectral", "spectral_propagated")
+IMPRESSION_MODES = ("spectral", "spectral_propagated", "clustered")
 
 
 @dataclass
@@ -81,17 +81,27 @@ class ItemGraphConfig:
     #: of the training window's user x item *impression* matrix (every logged impression,
     #: skips included; :func:`impression_factors`); ``spectral_propagated``: half the
     #: dimensions each, the spectral factors beside the leading principal directions of the
-    #: propagated content vectors
+    #: propagated content vectors; ``clustered``: k-means (``n_clusters``) of the
+    #: ``spectral_propagated`` vectors, written as a one-hot cluster beside the leading
+    #: ``dim - n_clusters`` dimensions of those vectors (a hard topic-like id the model can
+    #: match exactly, plus a soft residue)
     mode: str = "learned"
+    #: clusters of the ``clustered`` mode (< ``dim``); best of ``cluster_restarts`` seeded
+    #: k-means++ runs by inertia
+    n_clusters: int = 20
+    cluster_restarts: int = 5
 
     def validate(self) -> ItemGraphConfig:
         if self.mode not in ITEM_GRAPH_MODES:
             raise UserError(f"ItemGraphConfig.mode must be one of {ITEM_GRAPH_MODES}, got "
                             f"{self.mode!r}")
         for name in ("dim", "window", "n_neighbours", "hidden_dim", "epochs", "batch_size",
-                     "num_threads"):
+                     "num_threads", "n_clusters", "cluster_restarts"):
             if getattr(self, name) < 1:
                 raise UserError(f"ItemGraphConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.mode == "clustered" and self.n_clusters >= self.dim:
+            raise UserError(f"ItemGraphConfig.n_clusters ({self.n_clusters}) must be below dim "
+                            f"({self.dim})")
         for name in ("session_gap_ms", "lr", "temperature", "output_norm"):
             if getattr(self, name) <= 0:
                 raise UserError(f"ItemGraphConfig.{name} must be > 0, got {getattr(self, name)}")
@@ -271,6 +281,31 @@ def spectral_item_vectors(content: np.ndarray, user_id: np.ndarray, item_id: np.
     return emb
 
 
+def clustered_item_vectors(vectors: np.ndarray, cfg: ItemGraphConfig) -> np.ndarray:
+    """``(n_items + 1, cfg.dim)`` vectors of the ``clustered`` mode from ``vectors``
+    ``(n_items + 1, cfg.dim)`` (the ``spectral_propagated`` ones; row 0 is padding): the
+    rows, unit-normed, are clustered by k-means into ``cfg.n_clusters``; each output row is its
+    one-hot cluster (weight 1) beside its first ``dim - n_clusters`` unit-row dimensions
+    (weight 0.5), rescaled to ``output_norm``. Deterministic for ``cfg.seed``."""
+    from scipy.cluster.vq import kmeans2
+
+    unit = vectors[1:].astype(np.float64)
+    unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    best: tuple[float, np.ndarray] | None = None
+    for restart in range(cfg.cluster_restarts):
+        centres, labels = kmeans2(unit, cfg.n_clusters, seed=cfg.seed + restart, minit="++")
+        inertia = float(((unit - centres[labels]) ** 2).sum())
+        if best is None or inertia < best[0]:
+            best = (inertia, labels)
+    assert best is not None
+    onehot = np.zeros((len(unit), cfg.n_clusters))
+    onehot[np.arange(len(unit)), best[1]] = 1.0
+    rows = np.concatenate([onehot, 0.5 * unit[:, : cfg.dim - cfg.n_clusters]], axis=1)
+    out = np.zeros((len(vectors), cfg.dim), dtype=np.float32)
+    out[1:] = _rescale(rows, cfg.output_norm)
+    return out
+
+
 def train_item_embeddings(content: np.ndarray, graph: sp.csr_matrix, cfg: ItemGraphConfig,
                           impressions: tuple[np.ndarray, np.ndarray] | None = None
                           ) -> ItemGraphResult:
@@ -282,9 +317,12 @@ def train_item_embeddings(content: np.ndarray, graph: sp.csr_matrix, cfg: ItemGr
     if cfg.mode in IMPRESSION_MODES:
         if impressions is None:
             raise UserError(f"item vectors of mode {cfg.mode!r} need the impressions")
+        # spectral_item_vectors makes spectral_propagated vectors for every mode but spectral
+        embeddings = spectral_item_vectors(content, impressions[0], impressions[1], graph, cfg)
+        if cfg.mode == "clustered":
+            embeddings = clustered_item_vectors(embeddings, cfg)
         return ItemGraphResult(
-            embeddings=spectral_item_vectors(content, impressions[0], impressions[1], graph,
-                                             cfg),
+            embeddings=embeddings,
             n_edges=int(sp.triu(graph, k=1).nnz), n_items_with_neighbours=n_with_neighbours,
             final_loss=float("nan"))
     if cfg.mode == "propagated":

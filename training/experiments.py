@@ -176,6 +176,19 @@ def select_variants(names: list[str] | None) -> list[Variant]:
     return [v for v in VARIANTS if v.name in wanted]
 
 
+def _graph_mode(data: TrainData) -> str:
+    """`` (mode ...)`` of the examples' ``graph`` item vectors, read from what the builder or
+    the item-embedding job wrote beside them (empty when unknown)."""
+    if data.item_representation != "graph" or data.examples_dir is None:
+        return ""
+    summary = Path(data.examples_dir) / "item_graph.json"
+    try:
+        mode = json.loads(summary.read_text())["config"]["mode"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    return f" (mode `{mode}`, `{summary.name}` beside the examples)"
+
+
 def experiment_base_config() -> TrainConfig:
     """The experiment budget and model: :class:`TrainConfig`'s defaults, the same
     configuration ``transact train fit`` and the demo use (one source of truth)."""
@@ -406,7 +419,8 @@ def render_table(results: dict[str, list[VariantResult]], chosen: list[Variant],
         "",
         f"Data: {len(data.train):,} train / {len(data.val):,} val / "
         f"{len(data.test) if data.test is not None else 0:,} test examples; item vectors: "
-        f"`{data.item_representation}`. Seeds: {seeds} (0..{seeds - 1}). Wall time: "
+        f"`{data.item_representation}`{_graph_mode(data)}. Seeds: {seeds} (0..{seeds - 1}). "
+        f"Wall time: "
         f"{elapsed / 60:.1f} min.",
         "",
         f"Hardware: {hardware_line()}",

@@ -155,3 +155,19 @@ def test_every_variant_is_a_valid_model_on_every_shipped_config(config_file) -> 
     if config_file and "movielens" in config_file:
         assert base.model.ranker.use_engagement_counters
         assert base.model.ranker.encoder.first_k == 0
+
+
+def test_table_names_the_mode_of_the_graph_item_vectors(tmp_path) -> None:
+    """The table's data line says how the examples' graph vectors were made."""
+    import json
+    from types import SimpleNamespace
+
+    from training.experiments import _graph_mode
+
+    (tmp_path / "item_graph.json").write_text(json.dumps({"config": {"mode": "clustered"}}))
+    graph = SimpleNamespace(item_representation="graph", examples_dir=tmp_path)
+    assert "`clustered`" in _graph_mode(graph)
+    assert _graph_mode(SimpleNamespace(item_representation="content",
+                                       examples_dir=tmp_path)) == ""
+    assert _graph_mode(SimpleNamespace(item_representation="graph",
+                                       examples_dir=tmp_path / "missing")) == ""

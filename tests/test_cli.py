@@ -43,6 +43,15 @@ def test_examples_command_builds_splits(tmp_path):
     assert result.returncode == 0, result.stderr
     assert list((tmp_path / "ex" / "train").glob("part-*.parquet"))
     assert list((tmp_path / "ex" / "test").glob("part-*.parquet"))
+    # the item-vector mode and the first training day are options; a bad mode is refused
+    result = run_cli("data", "examples", str(dataset), str(tmp_path / "ex2"), "--no-validate",
+                     "--item-graph-mode", "propagated", "--start-day", "2026-01-02")
+    assert result.returncode == 0, result.stderr
+    assert '"mode": "propagated"' in (tmp_path / "ex2" / "item_graph.json").read_text()
+    bad = run_cli("data", "examples", str(dataset), str(tmp_path / "ex3"), "--no-validate",
+                  "--item-graph-mode", "pagerank")
+    assert bad.returncode == 2 and "item_graph_mode" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_bad_option_value_is_a_usage_message_not_a_traceback(tmp_path):

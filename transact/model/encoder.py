@@ -444,23 +444,23 @@ def similarity_pool(sim: torch.Tensor, seq_action_types: torch.Tensor, visible: 
     matching slots (a count and a share of close actions). Slot order does not matter.
     """
     columns = []
+    # (mask, count, weights) per scope x action type, shared by the base and sharper columns
+    matches = []
     for scope in (visible, visible & recent):
         for code in SIMILARITY_POOL_TYPES:
             match = scope & (seq_action_types == code)
-            count = match.sum(dim=1)
-            weights = match.to(sim.dtype)
-            best = sim.masked_fill(~match, -math.inf).max(dim=1).values
-            columns.append(torch.where(count > 0, best, torch.zeros_like(best)))
-            columns.append((sim * weights).sum(dim=1) / count.clamp(min=1))
-            columns.append(torch.log1p((sim.clamp(min=0.0) * weights).sum(dim=1)))
+            matches.append((match, match.sum(dim=1), match.to(sim.dtype)))
+    for match, count, weights in matches:
+        best = sim.masked_fill(~match, -math.inf).max(dim=1).values
+        columns.append(torch.where(count > 0, best, torch.zeros_like(best)))
+        columns.append((sim * weights).sum(dim=1) / count.clamp(min=1))
+        columns.append(torch.log1p((sim.clamp(min=0.0) * weights).sum(dim=1)))
     for threshold in thresholds:
         close = (sim - threshold).clamp(min=0.0) / (1.0 - threshold)
-        for scope in (visible, visible & recent):
-            for code in SIMILARITY_POOL_TYPES:
-                match = scope & (seq_action_types == code)
-                total = (close * match.to(sim.dtype)).sum(dim=1)
-                columns.append(torch.log1p(total))
-                columns.append(total / match.sum(dim=1).clamp(min=1))
+        for _, count, weights in matches:
+            total = (close * weights).sum(dim=1)
+            columns.append(torch.log1p(total))
+            columns.append(total / count.clamp(min=1))
     return torch.stack(columns, dim=1)
 
 

@@ -191,21 +191,19 @@ class RankingDeployment:
             self.metrics.reloads.inc()
             return {"model_version": model.version, "previous": current, "changed": True}
 
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Ray Serve ``user_config``: ``{"model_uri": ...}`` switches every replica."""
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Ray Serve ``user_config``: ``{"model_uri": ...}`` switches every replica.
+
+        It takes the same lock as ``reload``: a poll that was loading the old URI's weights
+        when the new URI arrived finishes first and cannot swap them in afterwards."""
         uri = user_config.get("model_uri") if user_config else None
         if not uri or (uri == self.model_uri and self.model is not None):
             return
         try:
-            model = load_served_model(uri, self.cfg.item_vectors_dir, self.engine_cfg)
-            warm_up(model)
+            await self.reload(uri)
         except Exception as err:  # noqa: BLE001 - keep serving what is loaded
             self.load_error = f"{type(err).__name__}: {err}"
             log.error("reconfigure to %s failed: %s", uri, self.load_error)
-            return
-        self.model_uri = uri
-        self._swap(model)
-        self.metrics.reloads.inc()
 
     async def _poll(self) -> None:
         while True:

@@ -146,3 +146,5 @@ def test_bad_config_is_a_user_error() -> None:
         ItemGraphConfig(mode="pagerank").validate()
     with pytest.raises(UserError, match="n_clusters"):
         ItemGraphConfig(mode="clustered", n_clusters=ITEM_EMB_DIM).validate()
+    with pytest.raises(UserError, match="cluster_factors_per_cluster"):
+        ItemGraphConfig(mode="clustered", cluster_factors_per_cluster=-1).validate()

@@ -82,26 +82,35 @@ class ItemGraphConfig:
     #: skips included; :func:`impression_factors`); ``spectral_propagated``: half the
     #: dimensions each, the spectral factors beside the leading principal directions of the
     #: propagated content vectors; ``clustered``: k-means (``n_clusters``) of the
-    #: ``spectral_propagated`` vectors, written as a one-hot cluster beside the leading
-    #: ``dim - n_clusters`` dimensions of those vectors (a hard topic-like id the model can
-    #: match exactly, plus a soft residue)
+    #: clustering input (below), written as a one-hot cluster beside the leading
+    #: ``dim - n_clusters`` dimensions of the ``spectral_propagated`` vectors (a hard
+    #: topic-like id the model can match exactly, plus a soft residue)
     mode: str = "learned"
     #: clusters of the ``clustered`` mode (< ``dim``); best of ``cluster_restarts`` seeded
-    #: k-means++ runs by inertia
+    #: k-means++ runs (``cluster_iterations`` Lloyd steps each) by inertia
     n_clusters: int = 20
     cluster_restarts: int = 5
+    cluster_iterations: int = 100
+    #: what the ``clustered`` mode clusters: ``cluster_factors_per_cluster * n_clusters``
+    #: impression factors beside the propagated content vector (each part unit-normed; k
+    #: clusters need k - 1 directions to part); 0 clusters the ``spectral_propagated``
+    #: vectors themselves (16 factors: too few to part 20 topics)
+    cluster_factors_per_cluster: int = 2
 
     def validate(self) -> ItemGraphConfig:
         if self.mode not in ITEM_GRAPH_MODES:
             raise UserError(f"ItemGraphConfig.mode must be one of {ITEM_GRAPH_MODES}, got "
                             f"{self.mode!r}")
         for name in ("dim", "window", "n_neighbours", "hidden_dim", "epochs", "batch_size",
-                     "num_threads", "n_clusters", "cluster_restarts"):
+                     "num_threads", "n_clusters", "cluster_restarts", "cluster_iterations"):
             if getattr(self, name) < 1:
                 raise UserError(f"ItemGraphConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.mode == "clustered" and self.n_clusters >= self.dim:
             raise UserError(f"ItemGraphConfig.n_clusters ({self.n_clusters}) must be below dim "
                             f"({self.dim})")
+        if self.cluster_factors_per_cluster < 0:
+            raise UserError("ItemGraphConfig.cluster_factors_per_cluster must be >= 0, got "
+                            f"{self.cluster_factors_per_cluster}")
         for name in ("session_gap_ms", "lr", "temperature", "output_norm"):
             if getattr(self, name) <= 0:
                 raise UserError(f"ItemGraphConfig.{name} must be > 0, got {getattr(self, name)}")
@@ -281,20 +290,23 @@ def spectral_item_vectors(content: np.ndarray, user_id: np.ndarray, item_id: np.
     return emb
 
 
-def clustered_item_vectors(vectors: np.ndarray, cfg: ItemGraphConfig) -> np.ndarray:
+def clustered_item_vectors(vectors: np.ndarray, cfg: ItemGraphConfig,
+                           cluster_input: np.ndarray | None = None) -> np.ndarray:
     """``(n_items + 1, cfg.dim)`` vectors of the ``clustered`` mode from ``vectors``
     ``(n_items + 1, cfg.dim)`` (the ``spectral_propagated`` ones; row 0 is padding): the
-    rows, unit-normed, are clustered by k-means into ``cfg.n_clusters``; each output row is its
-    one-hot cluster (weight 1) beside its first ``dim - n_clusters`` unit-row dimensions
+    rows of ``cluster_input`` ``(n_items + 1, C)`` (default ``vectors``), unit-normed, are
+    clustered by k-means into ``cfg.n_clusters``; each output row is its one-hot cluster
+    (weight 1) beside the first ``dim - n_clusters`` dimensions of its unit ``vectors`` row
     (weight 0.5), rescaled to ``output_norm``. Deterministic for ``cfg.seed``."""
     from scipy.cluster.vq import kmeans2
 
-    unit = vectors[1:].astype(np.float64)
-    unit = unit / np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+    unit = _unit_rows(vectors[1:])
+    points = unit if cluster_input is None else _unit_rows(cluster_input[1:])
     best: tuple[float, np.ndarray] | None = None
     for restart in range(cfg.cluster_restarts):
-        centres, labels = kmeans2(unit, cfg.n_clusters, seed=cfg.seed + restart, minit="++")
-        inertia = float(((unit - centres[labels]) ** 2).sum())
+        centres, labels = kmeans2(points, cfg.n_clusters, iter=cfg.cluster_iterations,
+                                  seed=cfg.seed + restart, minit="++")
+        inertia = float(((points - centres[labels]) ** 2).sum())
         if best is None or inertia < best[0]:
             best = (inertia, labels)
     assert best is not None
@@ -304,6 +316,25 @@ def clustered_item_vectors(vectors: np.ndarray, cfg: ItemGraphConfig) -> np.ndar
     out = np.zeros((len(vectors), cfg.dim), dtype=np.float32)
     out[1:] = _rescale(rows, cfg.output_norm)
     return out
+
+
+def _unit_rows(rows: np.ndarray) -> np.ndarray:
+    rows = rows.astype(np.float64)
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def cluster_features(content: np.ndarray, user_id: np.ndarray, item_id: np.ndarray,
+                     graph: sp.csr_matrix, cfg: ItemGraphConfig) -> np.ndarray:
+    """``(n_items + 1, F + E)`` what the ``clustered`` mode clusters: ``F =
+    cluster_factors_per_cluster * n_clusters`` unit-normed impression factors beside the
+    unit-normed propagated content vectors (on the demo world: 20-topic purity of 20
+    k-means clusters 0.90 vs 0.86 for the ``spectral_propagated`` vectors; 0.97 vs 0.955
+    weighted by impressions)."""
+    n_items = len(content) - 1
+    factors = impression_factors(user_id, item_id, n_items,
+                                 cfg.cluster_factors_per_cluster * cfg.n_clusters, cfg.seed)
+    propagated = propagate_content(content, graph, cfg)
+    return np.concatenate([_rescale(factors, 1.0), _rescale(propagated, 1.0)], axis=1)
 
 
 def train_item_embeddings(content: np.ndarray, graph: sp.csr_matrix, cfg: ItemGraphConfig,
@@ -320,7 +351,9 @@ def train_item_embeddings(content: np.ndarray, graph: sp.csr_matrix, cfg: ItemGr
         # spectral_item_vectors makes spectral_propagated vectors for every mode but spectral
         embeddings = spectral_item_vectors(content, impressions[0], impressions[1], graph, cfg)
         if cfg.mode == "clustered":
-            embeddings = clustered_item_vectors(embeddings, cfg)
+            features = (None if cfg.cluster_factors_per_cluster == 0 else
+                        cluster_features(content, impressions[0], impressions[1], graph, cfg))
+            embeddings = clustered_item_vectors(embeddings, cfg, features)
         return ItemGraphResult(
             embeddings=embeddings,
             n_edges=int(sp.triu(graph, k=1).nnz), n_items_with_neighbours=n_with_neighbours,

@@ -51,6 +51,10 @@ class PipelineConfig:
     val_days: int = 1
     #: the daily PinnerFormer job's output (its user embeddings feed the examples)
     embeddings_dir: str = "artifacts/pipeline/pinnerformer"
+    #: where the training rows start: ``first_event`` (every impression; a zero batch
+    #: embedding before the first embedding day: measured better, docs/model.md, Findings
+    #: session 8) or ``first_embedding_day`` (only where the daily embedding exists)
+    examples_start: str = "first_event"
     #: PinnerFormer job settings (``training.pinnerformer.PinnerFormerConfig`` fields)
     pinnerformer: dict[str, Any] = field(default_factory=dict)
     #: feature store profile (``embedded`` / ``production``) and root
@@ -64,6 +68,9 @@ class PipelineConfig:
     def validate(self) -> PipelineConfig:
         if self.test_days < 1 or self.val_days < 1:
             raise UserError("test_days and val_days must be >= 1")
+        if self.examples_start not in ("first_event", "first_embedding_day"):
+            raise UserError("examples_start must be first_event or first_embedding_day, got "
+                            f"{self.examples_start!r}")
         self.retrain.validate()
         return self
 
@@ -111,7 +118,7 @@ def build_training_set_step(cfg: PipelineConfig, run_key: str) -> dict[str, Any]
     days = sorted(p.name.removeprefix("date=") for p in user_emb.glob("date=*"))
     if not days:
         raise UserError(f"{user_emb} holds no dated embeddings (date=YYYY-MM-DD/)")
-    first_day = parse_day(days[0])
+    first_day = parse_day(days[0]) if cfg.examples_start == "first_embedding_day" else None
     stats = build_examples(Path(cfg.dataset_dir), tmp, ExampleConfig(
         user_emb_path=user_emb, start_ms=first_day, test_days=cfg.test_days,
         val_days=cfg.val_days))

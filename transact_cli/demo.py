@@ -78,7 +78,7 @@ def demo(
     console.print("  events suite: all expectations met")
     _done(t)
 
-    from training.pinnerformer import PinnerFormerConfig, parse_day, run_daily_embeddings
+    from training.pinnerformer import PinnerFormerConfig, run_daily_embeddings
 
     t = _step("3. daily user embeddings: the PinnerFormer job")
     # a lighter schedule than the job's defaults (600 steps, 256 actions) keeps the demo short
@@ -102,16 +102,20 @@ def demo(
     # MovieLens activity is uneven over its 7 months: split by event share, not by calendar
     split = ({"test_fraction": 0.1, "val_fraction": 0.1} if source == "movielens"
              else {"test_days": 2, "val_days": 1})
-    # synthetic: the ranker trains where the daily PinnerFormer embedding exists (the hybrid
-    # model). MovieLens: from the first rating on (zero embedding before the first embedding
-    # day): over half of its ratings come before that day, and the 3.3x training rows lift
-    # TransAct's save / hide AUC (docs/model.md, Findings 2026-12-01 session 5)
-    start_ms = None if source == "movielens" else parse_day(pf_stats.days[0])
-    cfg = ExampleConfig(user_emb_path=pf_stats.output_dir, start_ms=start_ms, **split)
+    # Both sources train on every impression from the first one (a zero batch embedding
+    # before the first embedding day): MovieLens since session 5 (3.3x the rows lift save /
+    # hide AUC), the synthetic world since session 8 (2.8x the rows, one epoch: TransAct's
+    # validation AUC +0.008 / +0.021 / +0.009 over 3 seeds; docs/model.md, Findings)
+    # item vectors: the builder's default (`clustered`) on the synthetic world; MovieLens
+    # keeps `spectral_propagated` (clustered: validation AUC 0.583 / 0.754 / 0.777 vs
+    # 0.589 / 0.760 / 0.785, seed 0; docs/model.md, Findings session 8)
+    graph_mode = ("spectral_propagated" if source == "movielens"
+                  else ExampleConfig.item_graph_mode)
+    cfg = ExampleConfig(user_emb_path=pf_stats.output_dir, start_ms=None,
+                        item_graph_mode=graph_mode, **split)
     stats = build_examples(dataset, examples, cfg, progress=True)
     console.print(f"  {stats.examples} examples in {stats.elapsed_s:.1f} s; mean sequence "
-                  f"length {stats.seq_len_mean:.1f}; {stats.examples_before_start:,} impressions "
-                  f"before the first daily embedding serve as history only")
+                  f"length {stats.seq_len_mean:.1f}")
     _done(t)
 
     t = _step("6. validate examples (Great Expectations, leakage)")

@@ -135,6 +135,11 @@ def test_spectral_vectors_place_items_shown_to_the_same_users_together() -> None
     # a tiny window (fewer users than factors) still gives vectors, with zero columns
     few = impression_factors(np.array([1, 1, 2]), np.array([1, 2, 2]), n_items, dim=8)
     assert few.shape == (n_items + 1, 8)
+    # ... and a catalogue with fewer items than clusters gets one cluster per item
+    tiny = item_vectors_from_events(content[:6], np.array([1, 1, 2]), np.array([1, 2, 2]),
+                                    np.full(3, SKIP), np.arange(3) * MIN,
+                                    ItemGraphConfig(mode="clustered")).embeddings
+    assert tiny.shape == (6, ITEM_EMB_DIM) and len({row.argmax() for row in tiny[1:]}) == 5
 
 
 def test_bad_config_is_a_user_error() -> None:

@@ -302,9 +302,10 @@ def clustered_item_vectors(vectors: np.ndarray, cfg: ItemGraphConfig,
 
     unit = _unit_rows(vectors[1:])
     points = unit if cluster_input is None else _unit_rows(cluster_input[1:])
+    n_clusters = min(cfg.n_clusters, len(points))  # a tiny catalogue: one item, one cluster
     best: tuple[float, np.ndarray] | None = None
     for restart in range(cfg.cluster_restarts):
-        centres, labels = kmeans2(points, cfg.n_clusters, iter=cfg.cluster_iterations,
+        centres, labels = kmeans2(points, n_clusters, iter=cfg.cluster_iterations,
                                   seed=cfg.seed + restart, minit="++")
         inertia = float(((points - centres[labels]) ** 2).sum())
         if best is None or inertia < best[0]:

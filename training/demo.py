@@ -49,6 +49,7 @@ def run_training_demo(
     base.max_epochs = epochs
     base.max_train_examples = max_train_examples
     base.max_eval_requests = max_eval_requests
+    base.max_test_requests = max_eval_requests  # the demo's short budget: a test subset too
     base.seed = seed
     base.progress = True
     results: dict[str, Any] = {}

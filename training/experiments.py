@@ -322,7 +322,7 @@ def _oracle_runs(data: TrainData, base: TrainConfig, seeds: int) -> list[Variant
         return []
     runs = []
     for seed in range(seeds):
-        test = subsample_requests(data.test, base.max_eval_requests, seed)
+        test = subsample_requests(data.test, base.max_test_requests, seed)
         val = subsample_requests(data.val, base.max_eval_requests, seed)
         test_metrics, val_metrics = oracle_metrics(test, base.utility), oracle_metrics(
             val, base.utility)

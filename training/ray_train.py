@@ -245,7 +245,7 @@ def fit_on_ray(cfg: RetrainConfig, data: TrainData, storage_dir: Path,
                               cfg.train.eval_batch_size, cfg.train.utility)
     test_metrics, test_hits = ({}, {})
     if data.test is not None:
-        test = subsample_requests(data.test, cfg.train.max_eval_requests, cfg.train.seed)
+        test = subsample_requests(data.test, cfg.train.max_test_requests, cfg.train.seed)
         test_metrics, test_hits = evaluate(model, test, data.item_table, label_weights,
                                            cfg.train.eval_batch_size, cfg.train.utility)
     return TrainResult(

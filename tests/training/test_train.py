@@ -190,3 +190,20 @@ def test_the_learning_rate_follows_the_schedule(controlled_examples: Path,
     assert used == [0.01] * 3
     with pytest.raises(Exception, match="lr_schedule"):
         train_model(small_config(lr_schedule="step"), data)
+
+
+def test_the_test_split_is_scored_whole_unless_capped(controlled_examples: Path) -> None:
+    """Validation uses the ``max_eval_requests`` subset; the final test metrics count every
+    test request by default (``max_test_requests=None``), or the capped subset when set."""
+    data = load_training_data(controlled_examples)
+    n_requests = len(np.unique(data.test.request_id))
+    assert n_requests > 4
+    whole = train_model(small_config(max_steps=2, eval_every_steps=2, max_eval_requests=3),
+                        data).test_metrics
+    capped = train_model(small_config(max_steps=2, eval_every_steps=2, max_eval_requests=3,
+                                      max_test_requests=3), data).test_metrics
+    counted = [k for k in whole if k.startswith("requests_")]
+    assert counted and all(capped[k] <= 3 for k in counted)
+    assert max(whole[k] for k in counted) > 3
+    with pytest.raises(Exception, match="max_test_requests"):
+        train_model(small_config(max_test_requests=0), data)

@@ -24,8 +24,8 @@ def test_training_rows_start_at_the_first_event_unless_asked_otherwise(tmp_path:
     from the first embedding day on. Validation and test rows are the same either way."""
     import torch
 
-    from training.pipeline import build_training_set_step, load_pipeline_config, pinnerformer_step
     from training.pinnerformer import parse_day
+    from training.pipeline import build_training_set_step, load_pipeline_config, pinnerformer_step
     from transact.data.examples import read_examples
     from transact.data.synthetic import WorldConfig, generate_world
 

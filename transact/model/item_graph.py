@@ -25,6 +25,7 @@ on MovieLens a title embedding says little about who rates a film. This module l
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -305,8 +306,10 @@ def clustered_item_vectors(vectors: np.ndarray, cfg: ItemGraphConfig,
     n_clusters = min(cfg.n_clusters, len(points))  # a tiny catalogue: one item, one cluster
     best: tuple[float, np.ndarray] | None = None
     for restart in range(cfg.cluster_restarts):
-        centres, labels = kmeans2(points, n_clusters, iter=cfg.cluster_iterations,
-                                  seed=cfg.seed + restart, minit="++")
+        with warnings.catch_warnings():  # an empty cluster leaves a one-hot column unused
+            warnings.filterwarnings("ignore", message="One of the clusters is empty")
+            centres, labels = kmeans2(points, n_clusters, iter=cfg.cluster_iterations,
+                                      seed=cfg.seed + restart, minit="++")
         inertia = float(((points - centres[labels]) ** 2).sum())
         if best is None or inertia < best[0]:
             best = (inertia, labels)

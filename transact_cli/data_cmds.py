@@ -61,7 +61,7 @@ def examples(
     user_emb: Path | None = typer.Option(None, help="Daily user-embedding Parquet to use."),
     start_day: str | None = typer.Option(
         None, help="First UTC day (YYYY-MM-DD) of training rows; earlier impressions are history "
-        "only (the demo: the first daily-embedding day)."),
+        "only (default: every impression is a training row, as in the demo)."),
     item_graph_mode: str | None = typer.Option(
         None, help="Item vectors written beside the examples: propagated | spectral | "
         "spectral_propagated | clustered | none (default: ExampleConfig's)."),

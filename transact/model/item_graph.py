@@ -303,7 +303,8 @@ def clustered_item_vectors(vectors: np.ndarray, cfg: ItemGraphConfig,
 
     unit = _unit_rows(vectors[1:])
     points = unit if cluster_input is None else _unit_rows(cluster_input[1:])
-    n_clusters = min(cfg.n_clusters, len(points))  # a tiny catalogue: one item, one cluster
+    # a tiny catalogue (or one whose items look alike): one cluster per distinct item
+    n_clusters = min(cfg.n_clusters, len(np.unique(points.round(9), axis=0)))
     best: tuple[float, np.ndarray] | None = None
     for restart in range(cfg.cluster_restarts):
         with warnings.catch_warnings():  # an empty cluster leaves a one-hot column unused

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -98,3 +99,15 @@ def test_observable_oracle_replays_the_same_world_and_orders_the_ceilings(bench_
         assert results["filtered"][key] > results["filtered_engagements"][key] > \
             results["prior"][key]
     assert results["oracle"]["auc_hide"] == results["filtered"]["auc_hide"]
+
+
+def test_cluster_purity_is_one_for_separated_topics_and_low_for_noise(bench_module):
+    cluster_purity = bench_module("cluster_purity")
+    rng = np.random.default_rng(0)
+    topic = np.repeat(np.arange(4), 50)
+    centres = np.eye(8)[:4] * 5.0
+    separated = centres[topic] + rng.normal(scale=0.1, size=(200, 8))
+    shown = rng.integers(1, 10, size=200).astype(float)
+    assert cluster_purity.purity(separated, topic, shown, 4, 3, 100) == (1.0, 1.0)
+    plain, weighted = cluster_purity.purity(rng.normal(size=(200, 8)), topic, shown, 4, 3, 100)
+    assert plain < 0.6 and weighted < 0.6

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +30,7 @@ from transact.model.item_graph import (  # noqa: E402
     ItemGraphConfig,
     co_engagement_graph,
     impression_factors,
+    kmeans_labels,
     propagate_content,
     spectral_item_vectors,
 )
@@ -40,23 +40,12 @@ def purity(points: np.ndarray, topic: np.ndarray, shown: np.ndarray, n_clusters:
            restarts: int, iterations: int) -> tuple[float, float]:
     """``(purity, impression-weighted purity)`` of k-means clusters of ``points`` ``(N, C)``
     (unit-normed rows) against ``topic`` ``(N,)``; ``shown`` ``(N,)`` weights the second."""
-    from scipy.cluster.vq import kmeans2
-
     unit = points / np.maximum(np.linalg.norm(points, axis=1, keepdims=True), 1e-12)
-    best: tuple[float, np.ndarray] | None = None
-    for restart in range(restarts):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            centres, labels = kmeans2(unit, n_clusters, iter=iterations, seed=restart,
-                                      minit="++")
-        inertia = float(((unit - centres[labels]) ** 2).sum())
-        if best is None or inertia < best[0]:
-            best = (inertia, labels)
-    assert best is not None
+    labels = kmeans_labels(unit, n_clusters, restarts, iterations, seed=0)
     counts = np.zeros((n_clusters, topic.max() + 1))
-    np.add.at(counts, (best[1], topic), 1.0)
+    np.add.at(counts, (labels, topic), 1.0)
     weighted = np.zeros_like(counts)
-    np.add.at(weighted, (best[1], topic), shown)
+    np.add.at(weighted, (labels, topic), shown)
     return (float(counts.max(axis=1).sum() / len(topic)),
             float(weighted.max(axis=1).sum() / max(shown.sum(), 1)))
 

@@ -299,28 +299,37 @@ def clustered_item_vectors(vectors: np.ndarray, cfg: ItemGraphConfig,
     clustered by k-means into ``cfg.n_clusters``; each output row is its one-hot cluster
     (weight 1) beside the first ``dim - n_clusters`` dimensions of its unit ``vectors`` row
     (weight 0.5), rescaled to ``output_norm``. Deterministic for ``cfg.seed``."""
-    from scipy.cluster.vq import kmeans2
-
     unit = _unit_rows(vectors[1:])
     points = unit if cluster_input is None else _unit_rows(cluster_input[1:])
-    # a tiny catalogue (or one whose items look alike): one cluster per distinct item
-    n_clusters = min(cfg.n_clusters, len(np.unique(points.round(9), axis=0)))
-    best: tuple[float, np.ndarray] | None = None
-    for restart in range(cfg.cluster_restarts):
-        with warnings.catch_warnings():  # an empty cluster leaves a one-hot column unused
-            warnings.filterwarnings("ignore", message="One of the clusters is empty")
-            centres, labels = kmeans2(points, n_clusters, iter=cfg.cluster_iterations,
-                                      seed=cfg.seed + restart, minit="++")
-        inertia = float(((points - centres[labels]) ** 2).sum())
-        if best is None or inertia < best[0]:
-            best = (inertia, labels)
-    assert best is not None
+    labels = kmeans_labels(points, cfg.n_clusters, cfg.cluster_restarts,
+                           cfg.cluster_iterations, cfg.seed)
     onehot = np.zeros((len(unit), cfg.n_clusters))
-    onehot[np.arange(len(unit)), best[1]] = 1.0
+    onehot[np.arange(len(unit)), labels] = 1.0
     rows = np.concatenate([onehot, 0.5 * unit[:, : cfg.dim - cfg.n_clusters]], axis=1)
     out = np.zeros((len(vectors), cfg.dim), dtype=np.float32)
     out[1:] = _rescale(rows, cfg.output_norm)
     return out
+
+
+def kmeans_labels(points: np.ndarray, n_clusters: int, restarts: int, iterations: int,
+                  seed: int) -> np.ndarray:
+    """``(N,)`` cluster of each row of ``points`` ``(N, C)``: the best by inertia of
+    ``restarts`` k-means++ runs (seeds ``seed``, ``seed + 1``, ...) of ``iterations`` Lloyd
+    steps; never more clusters than distinct rows (a tiny or look-alike catalogue)."""
+    from scipy.cluster.vq import kmeans2
+
+    n_clusters = min(n_clusters, len(np.unique(points.round(9), axis=0)))
+    best: tuple[float, np.ndarray] | None = None
+    for restart in range(restarts):
+        with warnings.catch_warnings():  # an empty cluster leaves a one-hot column unused
+            warnings.filterwarnings("ignore", message="One of the clusters is empty")
+            centres, labels = kmeans2(points, n_clusters, iter=iterations, seed=seed + restart,
+                                      minit="++")
+        inertia = float(((points - centres[labels]) ** 2).sum())
+        if best is None or inertia < best[0]:
+            best = (inertia, labels)
+    assert best is not None
+    return best[1]
 
 
 def _unit_rows(rows: np.ndarray) -> np.ndarray:

@@ -204,6 +204,8 @@ class VariantResult:
     steps: int
     n_parameters: int
     hits: dict[str, HitAtK] = field(default_factory=dict, repr=False)
+    #: steps of the refit on train + val (``TrainConfig.refit_on_val``), 0 without one
+    refit_steps: int = 0
 
 
 def run_variant(variant: Variant, base: TrainConfig, data: TrainData, seed: int) -> VariantResult:
@@ -211,7 +213,7 @@ def run_variant(variant: Variant, base: TrainConfig, data: TrainData, seed: int)
     result = train_model(cfg, data.with_items(cfg.model.ranker.item_representation))
     return VariantResult(variant.name, result.test_metrics, result.val_metrics,
                          result.train_seconds, result.steps, result.n_parameters,
-                         result.test_hits)
+                         result.test_hits, result.refit_steps)
 
 
 def hardware_line() -> str:
@@ -345,7 +347,8 @@ def _write(out_path: Path, results: dict[str, list[VariantResult]], done: list[V
     out_path.write_text(text)
     payload = {name: [{"seed": seed, "test": r.test, "val": r.val,
                        "train_seconds": r.train_seconds, "steps": r.steps,
-                       "n_parameters": r.n_parameters} for seed, r in enumerate(runs)]
+                       "refit_steps": r.refit_steps, "n_parameters": r.n_parameters}
+                      for seed, r in enumerate(runs)]
                for name, runs in finished.items()}
     if oracle:
         payload[ORACLE] = [{"seed": seed, "test": r.test, "val": r.val}
@@ -427,6 +430,10 @@ def render_table(results: dict[str, list[VariantResult]], chosen: list[Variant],
         "",
         f"Budget (same for every variant): `{json.dumps(budget, default=str)}`.",
         "",
+        *(["Refit (`refit_on_val`): every run is early-stopped on the validation split, then "
+           "trained afresh on train + validation for its best step count scaled by the rows "
+           "added; validation columns are the early-stopped model's, test columns the "
+           "refitted one's, `train s` counts both runs.", ""] if base.refit_on_val else []),
         f"Base model: `{json.dumps(dataclasses.asdict(base.model.ranker), default=str)}`.",
         "",
         "HIT@3 (test): candidates of a request ranked by p_click + p_save - p_hide; per label "

@@ -86,6 +86,14 @@ class TrainConfig:
     #: the planned end; the schedule does not look at it.
     lr_schedule: str = "constant"
     warmup_steps: int = 0
+    #: after early stopping, train a fresh model (same seed and settings) on the training
+    #: rows plus the whole validation split for the early-stopped run's best number of steps
+    #: scaled by the rows added (``best_step x (train + val) / train``, one evaluation at
+    #: the end) and return it: on a time split the validation days are the ones nearest the
+    #: test (and, in production, nearest tomorrow's traffic). ``val_metrics`` stay the
+    #: early-stopped model's (the refitted one has seen the validation split);
+    #: ``test_metrics`` are the refitted model's. Costs a second run; not for streamed data.
+    refit_on_val: bool = False
 
     def validate(self) -> TrainConfig:
         self.model.validate()
@@ -269,9 +277,12 @@ class TrainResult:
     examples_per_s: float
     n_parameters: int
     test_hits: dict[str, HitAtK] = field(default_factory=dict)
+    #: Adam steps of the refit on train + validation (``TrainConfig.refit_on_val``; 0: none)
+    refit_steps: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {"steps": self.steps, "best_step": self.best_step,
+                "refit_steps": self.refit_steps,
                 "train_seconds": round(self.train_seconds, 2),
                 "examples_per_s": round(self.examples_per_s, 1),
                 "n_parameters": self.n_parameters,
@@ -449,6 +460,9 @@ def train_model(cfg: TrainConfig, data: TrainData, hooks: TrainHooks | None = No
                           f"{data.item_table.shape[1]}-d but the model's item_emb_dim is "
                           f"{cfg.model.ranker.item_emb_dim}")
     streamed = hooks.epoch_batches is not None
+    if cfg.refit_on_val and (streamed or hooks.restore is not None):
+        raise ConfigError("refit_on_val needs the training rows in memory (not a streamed or "
+                          "resumed run)")
     if (not streamed and len(data.train) == 0) or len(data.val) == 0:
         raise UserError("training needs non-empty train and val splits (got "
                         f"{len(data.train)} / {len(data.val)} rows); use more days of data")
@@ -586,6 +600,13 @@ def train_model(cfg: TrainConfig, data: TrainData, hooks: TrainHooks | None = No
     label_weights = label_weights.cpu()
     val_metrics, _ = evaluate(model, val, data.item_table, label_weights, cfg.eval_batch_size,
                               cfg.utility)
+    if cfg.refit_on_val:
+        return _refit_on_val(cfg, data, TrainResult(
+            model=model, config=cfg, val_metrics=val_metrics, test_metrics={},
+            history=history, steps=step, best_step=best_step or step,
+            train_seconds=train_seconds,
+            examples_per_s=seen / train_seconds if train_seconds else 0.0,
+            n_parameters=sum(p.numel() for p in model.parameters())))
     test_metrics, test_hits = ({}, {}) if test is None else evaluate(
         model, test, data.item_table, label_weights, cfg.eval_batch_size, cfg.utility)
     return TrainResult(
@@ -594,6 +615,24 @@ def train_model(cfg: TrainConfig, data: TrainData, hooks: TrainHooks | None = No
         examples_per_s=seen / train_seconds if train_seconds else 0.0,
         n_parameters=sum(p.numel() for p in model.parameters()), test_hits=test_hits,
     )
+
+
+def _refit_on_val(cfg: TrainConfig, data: TrainData, fitted: TrainResult) -> TrainResult:
+    """``TrainConfig.refit_on_val``: a fresh run on train + val for the scaled best step."""
+    rows = ExampleArrays.concat([data.train, data.val])
+    refit_steps = max(1, round(fitted.best_step * len(rows) / len(data.train)))
+    refit_cfg = dataclasses.replace(
+        cfg, refit_on_val=False, max_steps=refit_steps, max_epochs=refit_steps,
+        eval_every_steps=refit_steps, patience=1)
+    refit = train_model(refit_cfg, dataclasses.replace(data, train=rows))
+    return dataclasses.replace(
+        refit, config=cfg, val_metrics=fitted.val_metrics,
+        history=fitted.history + [{"step": fitted.steps + h["step"], "refit": 1.0,
+                                   **{k: v for k, v in h.items() if k != "step"}}
+                                  for h in refit.history],
+        steps=fitted.steps, best_step=fitted.best_step,
+        train_seconds=fitted.train_seconds + refit.train_seconds,
+        examples_per_s=fitted.examples_per_s, refit_steps=refit.steps)
 
 
 def _stopping_score(metrics: dict[str, float], criterion: str) -> float:

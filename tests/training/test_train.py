@@ -207,3 +207,28 @@ def test_the_test_split_is_scored_whole_unless_capped(controlled_examples: Path)
     assert max(whole[k] for k in counted) > 3
     with pytest.raises(Exception, match="max_test_requests"):
         train_model(small_config(max_test_requests=0), data)
+
+
+def test_refit_on_val_trains_again_on_train_and_validation(controlled_examples: Path) -> None:
+    """``refit_on_val``: the returned model is a second run over train + val for the
+    early-stopped run's best step scaled by the added rows; it fits the validation rows
+    better than the early-stopped model, whose validation metrics are the ones reported."""
+    from training.train import TrainHooks, evaluate
+
+    data = load_training_data(controlled_examples)
+    settings = {"max_steps": 30, "eval_every_steps": 10, "seed": 3, "patience": 5}
+    plain = train_model(small_config(**settings), data)
+    refit = train_model(small_config(refit_on_val=True, **settings), data)
+    assert refit.val_metrics == plain.val_metrics
+    assert refit.best_step == plain.best_step
+    added = (len(data.train) + len(data.val)) / len(data.train)
+    assert refit.refit_steps == max(1, round(plain.best_step * added)) > plain.best_step
+    assert refit.summary()["refit_steps"] == refit.refit_steps
+    weights = torch.tensor(plain.config.model.loss.matrix())
+    val_loss = [evaluate(r.model, data.val, data.item_table, weights, 512)[0]["loss"]
+                for r in (plain, refit)]
+    assert val_loss[1] < val_loss[0]
+    assert refit.test_metrics and refit.test_metrics != plain.test_metrics
+    with pytest.raises(Exception, match="refit_on_val"):
+        train_model(small_config(refit_on_val=True, **settings), data,
+                    TrainHooks(epoch_batches=lambda epoch: iter(()), steps_per_epoch=1))

@@ -155,6 +155,7 @@ def test_every_variant_is_a_valid_model_on_every_shipped_config(config_file) -> 
     if config_file and "movielens" in config_file:
         assert base.model.ranker.use_engagement_counters
         assert base.model.ranker.encoder.first_k == 0
+        assert base.refit_on_val  # the MovieLens table refits on train + val (session 9)
 
 
 def test_table_names_the_mode_of_the_graph_item_vectors(tmp_path) -> None:

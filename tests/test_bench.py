@@ -111,3 +111,26 @@ def test_cluster_purity_is_one_for_separated_topics_and_low_for_noise(bench_modu
     assert cluster_purity.purity(separated, topic, shown, 4, 3, 100) == (1.0, 1.0)
     plain, weighted = cluster_purity.purity(rng.normal(size=(200, 8)), topic, shown, 4, 3, 100)
     assert plain < 0.6 and weighted < 0.6
+
+
+def test_hide_breakdown_measures_what_it_names(bench_module):
+    """The hide analysis: bucket AUCs split the rows, the leave-one-out bias score ranks a
+    split whose hides are a per-user trait, and the user bootstrap spreads around the AUC."""
+    hide = bench_module("hide_breakdown")
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(60), 20)
+    items = rng.integers(0, 30, len(users))
+    harsh = users % 3 == 0  # a third of the users hide half of what they see
+    labels = (rng.random(len(users)) < np.where(harsh, 0.5, 0.05)).astype(np.float64)
+    assert hide.bias_ceiling(labels, users, items) > 0.75
+    shuffled = rng.permutation(labels)  # no user trait left: the same score ranks at chance
+    assert abs(hide.bias_ceiling(shuffled, users, items) - 0.5) < 0.1
+
+    scores = labels + rng.normal(0, 1.0, len(labels))
+    earlier = np.tile(np.arange(20) * 10, 60)
+    buckets = hide.auc_by_history(labels, scores, earlier)
+    assert [b["from"] for b in buckets] == [0, 1, 20, 100]
+    assert abs(sum(b["share"] for b in buckets) - 1.0) < 1e-3
+    spread = hide.user_bootstrap(labels, scores, users, draws=50, seed=0)
+    whole = hide.auc(labels, scores)
+    assert spread["low"] < whole < spread["high"] and 0 < spread["std"] < 0.1

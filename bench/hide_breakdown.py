@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.examples_dir} has no test split")
     result = train_model(cfg, data)
     hide = HEADS.index("hide")
-    scores = predict_probs(result.model, data.test, data.item_table)[:, hide]
+    items = data.item_table if result.item_table is None else result.item_table
+    scores = predict_probs(result.model, data.test, items)[:, hide]
     labels = data.test.labels[:, hide].astype(np.float64)
     users = data.test.user_id
     report = {

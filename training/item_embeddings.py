@@ -22,6 +22,8 @@ from transact.data.dataset import item_embedding_table, iter_event_parts, read_i
 from transact.errors import UserError
 from transact.model.item_graph import (
     GRAPH_FILE,
+    GRAPH_REFIT_FILE,
+    GRAPH_REFIT_SUMMARY_FILE,
     ItemGraphConfig,
     item_vectors_from_events,
     write_item_graph,
@@ -54,6 +56,9 @@ def run_item_embeddings(dataset_dir: Path | str, examples_dir: Path | str,
     content = item_embedding_table(read_items(dataset_dir))
     result = item_vectors_from_events(content, events["user_id"], events["item_id"],
                                       events["action_type"], events["timestamp_ms"], cfg)
+    # the builder's refit-window vectors were made another way: a refit falls back to these
+    for name in (GRAPH_REFIT_FILE, GRAPH_REFIT_SUMMARY_FILE):
+        (examples_dir / name).unlink(missing_ok=True)
     summary = write_item_graph(examples_dir, result, cfg, {
         "window_end_ms": end_ms, "events_read": int(len(events["item_id"])),
         "seconds": time.perf_counter() - started})

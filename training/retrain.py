@@ -170,10 +170,12 @@ def register_trained(cfg: RetrainConfig, result: Any, data: TrainData,
     run_dir = Path(cfg.work_dir) / "runs" / time.strftime("%Y%m%dT%H%M%S")
     run_dir = run_dir.with_name(f"{run_dir.name}-{time.time_ns() % 1_000_000:06d}")
     gate_window = _gate_examples(held_out, cfg.max_gate_requests)
-    held_metrics, _ = hits_of(result.model, data.item_table, gate_window, cfg.train.utility)
+    # a refitted model may have been trained with the refit window's item vectors
+    item_table = data.item_table if result.item_table is None else result.item_table
+    held_metrics, _ = hits_of(result.model, item_table, gate_window, cfg.train.utility)
     artifact = save_model(result.model, cfg.train.model, run_dir / "model",
                           metadata={"examples_dir": str(examples_dir), **result.summary()})
-    items_dir = save_item_vectors(data.item_table, data.item_representation, run_dir / "items")
+    items_dir = save_item_vectors(item_table, data.item_representation, run_dir / "items")
     tags = {
         "stage": "candidate",
         "git_commit": git_commit(),

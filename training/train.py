@@ -93,6 +93,9 @@ class TrainConfig:
     #: test (and, in production, nearest tomorrow's traffic). ``val_metrics`` stay the
     #: early-stopped model's (the refitted one has seen the validation split);
     #: ``test_metrics`` are the refitted model's. Costs a second run; not for streamed data.
+    #: With ``graph`` item vectors the refit reads those of the window through the test
+    #: start where the examples carry them (``item_graph_refit.parquet``, written by the
+    #: example builder): the item-embedding job is refitted with the ranker.
     refit_on_val: bool = False
 
     def validate(self) -> TrainConfig:
@@ -156,6 +159,10 @@ class TrainData:
     item_representation: str = "content"
     #: where the data were read from (lets a caller switch item representations)
     examples_dir: Path | None = None
+    #: ``item_table`` made from the window through the test start (training + validation
+    #: events) for a refit on train + validation (``TrainConfig.refit_on_val``); ``None``:
+    #: the refit reads ``item_table``
+    refit_item_table: np.ndarray | None = None
 
     def with_items(self, representation: str) -> TrainData:
         """The same examples with ``representation`` item vectors (read from
@@ -167,6 +174,8 @@ class TrainData:
                               f"know no examples directory to read {representation!r} ones from")
         return dataclasses.replace(self, item_table=_item_table(self.examples_dir,
                                                                 representation),
+                                   refit_item_table=_refit_item_table(self.examples_dir,
+                                                                      representation),
                                    item_representation=representation)
 
 
@@ -191,6 +200,17 @@ def _item_table(examples_dir: Path, representation: str) -> np.ndarray:
         return both
     raise ConfigError(f"item_representation={representation!r} is not one of "
                       f"{list(ITEM_REPRESENTATIONS)}")
+
+
+def _refit_item_table(examples_dir: Path, representation: str) -> np.ndarray | None:
+    """The ``graph`` item vectors of the window through the test start, if written."""
+    from transact.model.item_graph import GRAPH_REFIT_FILE
+
+    path = examples_dir / GRAPH_REFIT_FILE
+    if representation != "graph" or not path.exists():
+        return None
+    n_rows = len(item_embedding_table(read_items(examples_dir)))
+    return read_item_vectors(path, "graph_emb", n_rows, "")
 
 
 def read_item_vectors(path: Path, column: str, n_rows: int, how_to_make: str) -> np.ndarray:
@@ -256,6 +276,7 @@ def load_training_data(examples_dir: Path | str, item_representation: str = "con
         val=val,
         test=test,
         item_table=_item_table(examples_dir, item_representation),
+        refit_item_table=_refit_item_table(examples_dir, item_representation),
         source=examples_dir.name,
         item_representation=item_representation,
         examples_dir=examples_dir,
@@ -279,6 +300,9 @@ class TrainResult:
     test_hits: dict[str, HitAtK] = field(default_factory=dict)
     #: Adam steps of the refit on train + validation (``TrainConfig.refit_on_val``; 0: none)
     refit_steps: int = 0
+    #: the item vectors ``model`` was trained with where they are not the data's
+    #: ``item_table`` (a refit on the refit window's vectors); serve the model with these
+    item_table: np.ndarray | None = None
 
     def summary(self) -> dict[str, Any]:
         return {"steps": self.steps, "best_step": self.best_step,
@@ -624,7 +648,9 @@ def _refit_on_val(cfg: TrainConfig, data: TrainData, fitted: TrainResult) -> Tra
     refit_cfg = dataclasses.replace(
         cfg, refit_on_val=False, max_steps=refit_steps, max_epochs=refit_steps,
         eval_every_steps=refit_steps, patience=1)
-    refit = train_model(refit_cfg, dataclasses.replace(data, train=rows))
+    items = data.refit_item_table
+    refit = train_model(refit_cfg, dataclasses.replace(
+        data, train=rows, item_table=data.item_table if items is None else items))
     return dataclasses.replace(
         refit, config=cfg, val_metrics=fitted.val_metrics,
         history=fitted.history + [{"step": fitted.steps + h["step"], "refit": 1.0,
@@ -632,7 +658,7 @@ def _refit_on_val(cfg: TrainConfig, data: TrainData, fitted: TrainResult) -> Tra
                                   for h in refit.history],
         steps=fitted.steps, best_step=fitted.best_step,
         train_seconds=fitted.train_seconds + refit.train_seconds,
-        examples_per_s=fitted.examples_per_s, refit_steps=refit.steps)
+        examples_per_s=fitted.examples_per_s, refit_steps=refit.steps, item_table=items)
 
 
 def _stopping_score(metrics: dict[str, float], criterion: str) -> float:

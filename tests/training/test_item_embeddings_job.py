@@ -56,11 +56,22 @@ def test_examples_carry_the_item_vectors_of_the_job(tmp_path: Path, mode: str) -
     stats = json.loads((examples / "stats.json").read_text())
     assert summary["window_end_ms"] == stats["split_boundaries_ms"]["val_start"]
     assert summary["config"]["mode"] == mode and summary["edges"] > 0
+    # beside them, the same mode on the window through the test start, for a refit
+    refit_summary = json.loads((examples / "item_graph_refit.json").read_text())
+    assert refit_summary["window_end_ms"] == stats["split_boundaries_ms"]["test_start"]
+    assert refit_summary["config"]["mode"] == mode
+    assert refit_summary["events_read"] > summary["events_read"]
+    refit_table = load_training_data(examples, "graph").refit_item_table
+    assert refit_table is not None and refit_table.shape == built.shape
+    assert not np.allclose(refit_table, built)
+    assert load_training_data(examples, "content").refit_item_table is None
     result = CliRunner().invoke(app, ["item-embeddings", str(world), str(examples),
                                       "--mode", mode])
     assert result.exit_code == 0, result.output
-    np.testing.assert_allclose(load_training_data(examples, "graph").item_table, built,
-                               rtol=1e-5, atol=1e-6)
+    rebuilt = load_training_data(examples, "graph")
+    np.testing.assert_allclose(rebuilt.item_table, built, rtol=1e-5, atol=1e-6)
+    # the job rewrote the training window's vectors only: no stale refit vectors remain
+    assert rebuilt.refit_item_table is None
     content = load_training_data(examples, "content").item_table
     assert not np.allclose(built[1:301], content[1:301] / np.linalg.norm(
         content[1:301], axis=1, keepdims=True) * 2.0)  # the graph moved them

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -229,6 +230,16 @@ def test_refit_on_val_trains_again_on_train_and_validation(controlled_examples: 
                 for r in (plain, refit)]
     assert val_loss[1] < val_loss[0]
     assert refit.test_metrics and refit.test_metrics != plain.test_metrics
+    assert refit.item_table is None  # no refit-window vectors: the data's own
+    # with the refit window's item vectors the refit trains and is tested on those
+    rng = np.random.default_rng(0)
+    items = (data.item_table + rng.normal(0, 0.3, data.item_table.shape)).astype(np.float32)
+    moved = train_model(small_config(refit_on_val=True, **settings),
+                        dataclasses.replace(data, refit_item_table=items))
+    assert moved.item_table is items and moved.val_metrics == plain.val_metrics
+    tested = evaluate(moved.model, data.test, items, weights, 512)[0]
+    assert tested["auc_save"] == pytest.approx(moved.test_metrics["auc_save"])
+    assert moved.test_metrics["auc_save"] != refit.test_metrics["auc_save"]
     with pytest.raises(Exception, match="refit_on_val"):
         train_model(small_config(refit_on_val=True, **settings), data,
                     TrainHooks(epoch_batches=lambda epoch: iter(()), steps_per_epoch=1))

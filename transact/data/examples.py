@@ -82,15 +82,16 @@ class ExampleConfig:
     the number skipped is counted), e.g. the first day a daily user embedding exists.
     ``item_graph_mode``: the item vectors of ``item_representation="graph"`` written next to
     the examples (``item_graph.parquet``) from the *training window* (events before the
-    validation start): ``clustered`` (the default since session 8: a one-hot k-means cluster
+    validation start), and the same from the window through the test start
+    (``item_graph_refit.parquet``, read only by a model refitted on train + validation): ``clustered`` (the default since session 8: a one-hot k-means cluster
     of the items — topic-like, purity 0.90 on the demo world — beside a soft residue of the
     ``spectral_propagated`` vectors; measured better on the synthetic world, worse on
     MovieLens, whose demo asks for ``spectral_propagated``), ``spectral_propagated`` (half
     the dimensions the spectral factors of the window's user x item impression matrix, half
     the content vectors propagated over its co-engagement graph), ``propagated``,
     ``spectral`` or ``none``; seconds, no training; see :mod:`transact.model.item_graph` and
-    docs/model.md; the spectral modes hold the window's (user, item) ids in memory, 16 bytes
-    per impression. The learned variant is the separate job
+    docs/model.md; the spectral modes hold the (user, item, time) of every impression before
+    the test start in memory, 24 bytes each. The learned variant is the separate job
     ``transact train item-embeddings --mode learned``. ``engagement_counters``: also write the
     point-in-time ``item_counts`` / ``user_counts`` columns (:mod:`transact.data.counters`;
     about 50 bytes per event of memory for the item and user sides together, built before the
@@ -443,7 +444,8 @@ def build_examples(
     window_events: dict[str, list[np.ndarray]] = {
         k: [] for k in ("user_id", "item_id", "action_type", "timestamp_ms")}
     window_impressions: dict[str, list[np.ndarray]] | None = (
-        {"user_id": [], "item_id": []} if cfg.item_graph_mode in IMPRESSION_MODES else None)
+        {"user_id": [], "item_id": [], "timestamp_ms": []}
+        if cfg.item_graph_mode in IMPRESSION_MODES else None)
 
     progress_bar = None
     task = None
@@ -457,7 +459,9 @@ def build_examples(
         for path in parts:
             events = read_parquet_checked(path, EVENT_SCHEMA)
             if cfg.item_graph_mode != "none":
-                early = events.column("timestamp_ms").to_numpy() < val_start
+                # through the test start: the training window (``timestamp_ms < val_start``)
+                # and the refit window (training + validation) are both cut from these
+                early = events.column("timestamp_ms").to_numpy() < test_start
                 if window_impressions is not None:
                     for name, values in window_impressions.items():
                         values.append(events.column(name).to_numpy()[early])
@@ -501,7 +505,7 @@ def build_examples(
 
     stats.seq_len_mean = seq_len_sum / max(stats.total, 1)
     _write_item_graph(out_dir, item_emb, window_events, window_impressions,
-                      cfg.item_graph_mode, val_start)
+                      cfg.item_graph_mode, val_start, test_start)
     stats.elapsed_s = time.perf_counter() - started
     (out_dir / "stats.json").write_text(json.dumps(asdict(stats), indent=2))
     return stats
@@ -510,35 +514,49 @@ def build_examples(
 def _write_item_graph(out_dir: Path, content: np.ndarray,
                       window_events: dict[str, list[np.ndarray]],
                       window_impressions: dict[str, list[np.ndarray]] | None, mode: str,
-                      window_end_ms: int) -> None:
-    """The ``graph`` item vectors of the examples (see :class:`ExampleConfig`)."""
+                      window_end_ms: int, refit_window_end_ms: int) -> None:
+    """The ``graph`` item vectors of the examples (see :class:`ExampleConfig`): those of the
+    training window (events before ``window_end_ms``, the validation start) and, for a model
+    refitted on train + validation, those of the window through ``refit_window_end_ms`` (the
+    test start). ``window_*`` hold the events before the test start."""
     from transact.model.item_graph import (
         GRAPH_FILE,
+        GRAPH_REFIT_FILE,
+        GRAPH_REFIT_SUMMARY_FILE,
         GRAPH_SUMMARY_FILE,
         ItemGraphConfig,
         item_vectors_from_events,
         write_item_graph,
     )
 
-    (out_dir / GRAPH_FILE).unlink(missing_ok=True)
-    (out_dir / GRAPH_SUMMARY_FILE).unlink(missing_ok=True)
+    for name in (GRAPH_FILE, GRAPH_SUMMARY_FILE, GRAPH_REFIT_FILE, GRAPH_REFIT_SUMMARY_FILE):
+        (out_dir / name).unlink(missing_ok=True)
     if mode == "none":
         return
-    started = time.perf_counter()
+
     def joined(parts: dict[str, list[np.ndarray]]) -> dict[str, np.ndarray]:
         return {k: np.concatenate(v) if v else np.empty(0, np.int64) for k, v in parts.items()}
 
-    columns = joined(window_events)
+    events = joined(window_events)
     shown = None if window_impressions is None else joined(window_impressions)
     cfg = ItemGraphConfig(mode=mode)
-    result = item_vectors_from_events(
-        content, columns["user_id"], columns["item_id"], columns["action_type"],
-        columns["timestamp_ms"], cfg,
-        impressions=None if shown is None else (shown["user_id"], shown["item_id"]))
-    write_item_graph(out_dir, result, cfg, {
-        "window_end_ms": int(window_end_ms),
-        "events_read": int(len(columns["item_id"] if shown is None else shown["item_id"])),
-        "seconds": time.perf_counter() - started, "made_by": "build_examples"})
+    for end_ms, refit in ((window_end_ms, False), (refit_window_end_ms, True)):
+        started = time.perf_counter()
+        keep = events["timestamp_ms"] < end_ms
+        columns = {k: v[keep] for k, v in events.items()}
+        impressions = None
+        if shown is not None:
+            keep_shown = shown["timestamp_ms"] < end_ms
+            impressions = (shown["user_id"][keep_shown], shown["item_id"][keep_shown])
+        result = item_vectors_from_events(
+            content, columns["user_id"], columns["item_id"], columns["action_type"],
+            columns["timestamp_ms"], cfg, impressions=impressions)
+        write_item_graph(out_dir, result, cfg, {
+            "window_end_ms": int(end_ms),
+            "events_read": int(len(columns["item_id"] if impressions is None
+                                   else impressions[1])),
+            "seconds": time.perf_counter() - started, "made_by": "build_examples"},
+            refit=refit)
 
 
 def read_examples(examples_dir: str | Path, split: str) -> pa.Table:

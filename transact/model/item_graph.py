@@ -45,6 +45,10 @@ from transact.schema import ITEM_EMB_DIM, ActionType
 GRAPH_FILE = "item_graph.parquet"
 #: what they were made from (window, events, edges, config)
 GRAPH_SUMMARY_FILE = "item_graph.json"
+#: the same vectors made from the window through the *test* start (training + validation
+#: events), for a model refitted on train + validation (``TrainConfig.refit_on_val``)
+GRAPH_REFIT_FILE = "item_graph_refit.parquet"
+GRAPH_REFIT_SUMMARY_FILE = "item_graph_refit.json"
 
 
 #: how the ``graph`` item vectors are made (:class:`ItemGraphConfig` ``mode``)
@@ -431,9 +435,11 @@ def item_vectors_from_events(content: np.ndarray, user_id: np.ndarray, item_id: 
 
 
 def write_item_graph(examples_dir: Path | str, result: ItemGraphResult, cfg: ItemGraphConfig,
-                     extra: dict[str, Any]) -> dict[str, Any]:
+                     extra: dict[str, Any], refit: bool = False) -> dict[str, Any]:
     """Write ``examples_dir/item_graph.parquet`` (``item_id``, ``graph_emb``) and the summary
-    ``item_graph.json`` (``extra`` + edges, items, config); return the summary."""
+    ``item_graph.json`` (``extra`` + edges, items, config); return the summary. ``refit``:
+    write ``item_graph_refit.parquet`` / ``.json`` instead (vectors of the window through the
+    test start)."""
     examples_dir = Path(examples_dir)
     emb = result.embeddings
     ids = np.arange(1, len(emb), dtype=np.int64)
@@ -442,9 +448,11 @@ def write_item_graph(examples_dir: Path | str, result: ItemGraphResult, cfg: Ite
         "graph_emb": pa.FixedSizeListArray.from_arrays(
             pa.array(emb[1:].ravel(), pa.float32()), emb.shape[1]),
     })
-    pq.write_table(table, examples_dir / GRAPH_FILE, compression="zstd")
+    pq.write_table(table, examples_dir / (GRAPH_REFIT_FILE if refit else GRAPH_FILE),
+                   compression="zstd")
     summary = {**extra, "edges": result.n_edges, "items": int(len(ids)),
                "items_with_neighbours": result.n_items_with_neighbours,
                "final_loss": result.final_loss, "config": asdict(cfg)}
-    (examples_dir / GRAPH_SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=float))
+    (examples_dir / (GRAPH_REFIT_SUMMARY_FILE if refit else GRAPH_SUMMARY_FILE)).write_text(
+        json.dumps(summary, indent=1, default=float))
     return summary

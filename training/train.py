@@ -93,10 +93,12 @@ class TrainConfig:
     #: test (and, in production, nearest tomorrow's traffic). ``val_metrics`` stay the
     #: early-stopped model's (the refitted one has seen the validation split);
     #: ``test_metrics`` are the refitted model's. Costs a second run; not for streamed data.
-    #: With ``graph`` item vectors the refit reads those of the window through the test
-    #: start where the examples carry them (``item_graph_refit.parquet``, written by the
-    #: example builder): the item-embedding job is refitted with the ranker.
     refit_on_val: bool = False
+    #: with ``refit_on_val`` and ``graph`` item vectors, the refit reads those of the window
+    #: through the test start where the examples carry them (``item_graph_refit.parquet``,
+    #: written by the example builder): the item-embedding job is refitted with the ranker.
+    #: Opt-in: measured on MovieLens (docs/model.md, Findings session 11) not better.
+    refit_item_vectors: bool = False
 
     def validate(self) -> TrainConfig:
         self.model.validate()
@@ -648,7 +650,7 @@ def _refit_on_val(cfg: TrainConfig, data: TrainData, fitted: TrainResult) -> Tra
     refit_cfg = dataclasses.replace(
         cfg, refit_on_val=False, max_steps=refit_steps, max_epochs=refit_steps,
         eval_every_steps=refit_steps, patience=1)
-    items = data.refit_item_table
+    items = data.refit_item_table if cfg.refit_item_vectors else None
     refit = train_model(refit_cfg, dataclasses.replace(
         data, train=rows, item_table=data.item_table if items is None else items))
     return dataclasses.replace(

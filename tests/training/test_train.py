@@ -231,11 +231,14 @@ def test_refit_on_val_trains_again_on_train_and_validation(controlled_examples: 
     assert val_loss[1] < val_loss[0]
     assert refit.test_metrics and refit.test_metrics != plain.test_metrics
     assert refit.item_table is None  # no refit-window vectors: the data's own
-    # with the refit window's item vectors the refit trains and is tested on those
+    # with the refit window's item vectors (opt-in) the refit trains and is tested on those
     rng = np.random.default_rng(0)
     items = (data.item_table + rng.normal(0, 0.3, data.item_table.shape)).astype(np.float32)
-    moved = train_model(small_config(refit_on_val=True, **settings),
-                        dataclasses.replace(data, refit_item_table=items))
+    with_items = dataclasses.replace(data, refit_item_table=items)
+    kept = train_model(small_config(refit_on_val=True, **settings), with_items)
+    assert kept.item_table is None and kept.test_metrics == refit.test_metrics
+    moved = train_model(small_config(refit_on_val=True, refit_item_vectors=True, **settings),
+                        with_items)
     assert moved.item_table is items and moved.val_metrics == plain.val_metrics
     tested = evaluate(moved.model, data.test, items, weights, 512)[0]
     assert tested["auc_save"] == pytest.approx(moved.test_metrics["auc_save"])

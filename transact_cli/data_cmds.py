@@ -65,6 +65,9 @@ def examples(
     item_graph_mode: str | None = typer.Option(
         None, help="Item vectors written beside the examples: propagated | spectral | "
         "spectral_propagated | clustered | none (default: ExampleConfig's)."),
+    refit_item_graph: bool = typer.Option(
+        False, help="Also write the item vectors of the window through the test start "
+        "(item_graph_refit.parquet), for TrainConfig.refit_item_vectors."),
     validate: bool = typer.Option(True, help="Run the Great Expectations suites first/after."),
 ) -> None:
     """Build training examples: each impression with the user's sequence strictly before it."""
@@ -76,7 +79,8 @@ def examples(
     cfg = ExampleConfig(seq_len=seq_len, test_days=test_days, val_days=val_days,
                         test_fraction=test_fraction, val_fraction=val_fraction,
                         skip_keep_rate=skip_keep_rate,
-                        user_emb_path=str(user_emb) if user_emb else None)
+                        user_emb_path=str(user_emb) if user_emb else None,
+                        refit_item_graph=refit_item_graph)
     if start_day is not None:
         from training.pinnerformer import parse_day
 

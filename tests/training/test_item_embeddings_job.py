@@ -50,7 +50,7 @@ def test_examples_carry_the_item_vectors_of_the_job(tmp_path: Path, mode: str) -
     world, examples = tmp_path / "world", tmp_path / "examples"
     generate_world(world, WorldConfig(n_users=120, n_items=300, n_days=6, seed=3))
     build_examples(world, examples, ExampleConfig(test_days=1, val_days=1,
-                                                  item_graph_mode=mode))
+                                                  item_graph_mode=mode, refit_item_graph=True))
     built = load_training_data(examples, "graph").item_table
     summary = json.loads((examples / "item_graph.json").read_text())
     stats = json.loads((examples / "stats.json").read_text())

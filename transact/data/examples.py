@@ -82,16 +82,17 @@ class ExampleConfig:
     the number skipped is counted), e.g. the first day a daily user embedding exists.
     ``item_graph_mode``: the item vectors of ``item_representation="graph"`` written next to
     the examples (``item_graph.parquet``) from the *training window* (events before the
-    validation start), and the same from the window through the test start
-    (``item_graph_refit.parquet``, read only by a model refitted on train + validation): ``clustered`` (the default since session 8: a one-hot k-means cluster
+    validation start) — with ``refit_item_graph`` also the same from the window through the
+    test start (``item_graph_refit.parquet``, read only by a model refitted on train +
+    validation with ``TrainConfig.refit_item_vectors``): ``clustered`` (the default since session 8: a one-hot k-means cluster
     of the items — topic-like, purity 0.90 on the demo world — beside a soft residue of the
     ``spectral_propagated`` vectors; measured better on the synthetic world, worse on
     MovieLens, whose demo asks for ``spectral_propagated``), ``spectral_propagated`` (half
     the dimensions the spectral factors of the window's user x item impression matrix, half
     the content vectors propagated over its co-engagement graph), ``propagated``,
     ``spectral`` or ``none``; seconds, no training; see :mod:`transact.model.item_graph` and
-    docs/model.md; the spectral modes hold the (user, item, time) of every impression before
-    the test start in memory, 24 bytes each. The learned variant is the separate job
+    docs/model.md; the spectral modes hold the (user, item, time) of every impression of the
+    window in memory, 24 bytes each. The learned variant is the separate job
     ``transact train item-embeddings --mode learned``. ``engagement_counters``: also write the
     point-in-time ``item_counts`` / ``user_counts`` columns (:mod:`transact.data.counters`;
     about 50 bytes per event of memory for the item and user sides together, built before the
@@ -109,6 +110,7 @@ class ExampleConfig:
     rows_per_chunk: int = 100_000
     item_graph_mode: str = "clustered"
     engagement_counters: bool = True
+    refit_item_graph: bool = False
 
     def validate(self) -> ExampleConfig:
         """Raise :class:`UserError` naming the first bad setting; return ``self``."""
@@ -461,7 +463,8 @@ def build_examples(
             if cfg.item_graph_mode != "none":
                 # through the test start: the training window (``timestamp_ms < val_start``)
                 # and the refit window (training + validation) are both cut from these
-                early = events.column("timestamp_ms").to_numpy() < test_start
+                window_end = test_start if cfg.refit_item_graph else val_start
+                early = events.column("timestamp_ms").to_numpy() < window_end
                 if window_impressions is not None:
                     for name, values in window_impressions.items():
                         values.append(events.column(name).to_numpy()[early])
@@ -505,7 +508,8 @@ def build_examples(
 
     stats.seq_len_mean = seq_len_sum / max(stats.total, 1)
     _write_item_graph(out_dir, item_emb, window_events, window_impressions,
-                      cfg.item_graph_mode, val_start, test_start)
+                      cfg.item_graph_mode, val_start,
+                      test_start if cfg.refit_item_graph else None)
     stats.elapsed_s = time.perf_counter() - started
     (out_dir / "stats.json").write_text(json.dumps(asdict(stats), indent=2))
     return stats
@@ -514,11 +518,11 @@ def build_examples(
 def _write_item_graph(out_dir: Path, content: np.ndarray,
                       window_events: dict[str, list[np.ndarray]],
                       window_impressions: dict[str, list[np.ndarray]] | None, mode: str,
-                      window_end_ms: int, refit_window_end_ms: int) -> None:
+                      window_end_ms: int, refit_window_end_ms: int | None) -> None:
     """The ``graph`` item vectors of the examples (see :class:`ExampleConfig`): those of the
     training window (events before ``window_end_ms``, the validation start) and, for a model
     refitted on train + validation, those of the window through ``refit_window_end_ms`` (the
-    test start). ``window_*`` hold the events before the test start."""
+    test start; ``None``: not written). ``window_*`` hold the events before the later end."""
     from transact.model.item_graph import (
         GRAPH_FILE,
         GRAPH_REFIT_FILE,
@@ -540,7 +544,10 @@ def _write_item_graph(out_dir: Path, content: np.ndarray,
     events = joined(window_events)
     shown = None if window_impressions is None else joined(window_impressions)
     cfg = ItemGraphConfig(mode=mode)
-    for end_ms, refit in ((window_end_ms, False), (refit_window_end_ms, True)):
+    windows = [(window_end_ms, False)]
+    if refit_window_end_ms is not None:
+        windows.append((refit_window_end_ms, True))
+    for end_ms, refit in windows:
         started = time.perf_counter()
         keep = events["timestamp_ms"] < end_ms
         columns = {k: v[keep] for k, v in events.items()}

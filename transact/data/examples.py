@@ -84,15 +84,15 @@ class ExampleConfig:
     the examples (``item_graph.parquet``) from the *training window* (events before the
     validation start) — with ``refit_item_graph`` also the same from the window through the
     test start (``item_graph_refit.parquet``, read only by a model refitted on train +
-    validation with ``TrainConfig.refit_item_vectors``): ``clustered`` (the default since session 8: a one-hot k-means cluster
-    of the items — topic-like, purity 0.90 on the demo world — beside a soft residue of the
+    validation with ``TrainConfig.refit_item_vectors``): ``clustered`` (the default since
+    session 8: a one-hot k-means cluster of the items — topic-like, purity 0.90 on the demo world — beside a soft residue of the
     ``spectral_propagated`` vectors; measured better on the synthetic world, worse on
     MovieLens, whose demo asks for ``spectral_propagated``), ``spectral_propagated`` (half
     the dimensions the spectral factors of the window's user x item impression matrix, half
     the content vectors propagated over its co-engagement graph), ``propagated``,
     ``spectral`` or ``none``; seconds, no training; see :mod:`transact.model.item_graph` and
-    docs/model.md; the spectral modes hold the (user, item, time) of every impression of the
-    window in memory, 24 bytes each. The learned variant is the separate job
+    docs/model.md; the spectral modes hold the window's (user, item) ids in memory, 16 bytes
+    per impression (24 with ``refit_item_graph``: the time too). The learned variant is the separate job
     ``transact train item-embeddings --mode learned``. ``engagement_counters``: also write the
     point-in-time ``item_counts`` / ``user_counts`` columns (:mod:`transact.data.counters`;
     about 50 bytes per event of memory for the item and user sides together, built before the
@@ -445,8 +445,11 @@ def build_examples(
 
     window_events: dict[str, list[np.ndarray]] = {
         k: [] for k in ("user_id", "item_id", "action_type", "timestamp_ms")}
+    # (the impressions' times only to cut the training window out of the refit window)
+    impression_columns = ("user_id", "item_id") + (
+        ("timestamp_ms",) if cfg.refit_item_graph else ())
     window_impressions: dict[str, list[np.ndarray]] | None = (
-        {"user_id": [], "item_id": [], "timestamp_ms": []}
+        {k: [] for k in impression_columns}
         if cfg.item_graph_mode in IMPRESSION_MODES else None)
 
     progress_bar = None
@@ -461,8 +464,8 @@ def build_examples(
         for path in parts:
             events = read_parquet_checked(path, EVENT_SCHEMA)
             if cfg.item_graph_mode != "none":
-                # through the test start: the training window (``timestamp_ms < val_start``)
-                # and the refit window (training + validation) are both cut from these
+                # with ``refit_item_graph`` through the test start: the training window
+                # (``timestamp_ms < val_start``) is then cut from the refit window
                 window_end = test_start if cfg.refit_item_graph else val_start
                 early = events.column("timestamp_ms").to_numpy() < window_end
                 if window_impressions is not None:
@@ -553,7 +556,8 @@ def _write_item_graph(out_dir: Path, content: np.ndarray,
         columns = {k: v[keep] for k, v in events.items()}
         impressions = None
         if shown is not None:
-            keep_shown = shown["timestamp_ms"] < end_ms
+            keep_shown = (shown["timestamp_ms"] < end_ms if "timestamp_ms" in shown
+                          else slice(None))  # without times: the training window only
             impressions = (shown["user_id"][keep_shown], shown["item_id"][keep_shown])
         result = item_vectors_from_events(
             content, columns["user_id"], columns["item_id"], columns["action_type"],

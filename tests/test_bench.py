@@ -134,3 +134,22 @@ def test_hide_breakdown_measures_what_it_names(bench_module):
     spread = hide.user_bootstrap(labels, scores, users, draws=50, seed=0)
     whole = hide.auc(labels, scores)
     assert spread["low"] < whole < spread["high"] and 0 < spread["std"] < 0.1
+
+
+def test_seed_ensemble_averages_away_seed_noise(bench_module):
+    """Runs that each add independent noise to the same signal: every single run ranks
+    worse than the average of their logits, and the report says so per head."""
+    ensemble = bench_module("seed_ensemble")
+    rng = np.random.default_rng(0)
+    labels = (rng.random((4000, 2)) < 0.3).astype(np.float32)
+    signal = labels * 1.0
+    probs = {seed: 1 / (1 + np.exp(-(signal + rng.normal(0, 1.5, signal.shape))))
+             for seed in range(4)}
+    report = ensemble.ensemble_report(labels, probs, ["a", "b"])
+    assert report["seeds"] == [0, 1, 2, 3] and set(report["per_seed"]) == {"0", "1", "2", "3"}
+    for head in range(2):
+        assert report["ensemble_of_4"][head] > max(v[head] for v in report["per_seed"].values())
+        assert report["ensemble_of_4"][head] > report["ensemble_of_2"][head]
+    assert all(0 < s < 0.05 for s in report["single_std"])
+    one_class = np.zeros((10, 1), np.float32)
+    assert np.isnan(ensemble.head_aucs(one_class, np.random.default_rng(1).random((10, 1)))[0])

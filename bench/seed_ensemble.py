@@ -10,7 +10,9 @@ single run's error that averaging removes — what weight averaging (``ema_decay
 model may recover, and what no feature can. The test split is not read.
 
     .venv/bin/python bench/seed_ensemble.py artifacts/demo_movielens/examples_movielens \\
-        --config training/configs/movielens.yaml --seeds 3 --out docs/bench/seed_ensemble.json
+        --config training/configs/movielens.yaml --seeds 3 --out /tmp/seed_ensemble.json
+
+(``--set ema_decay=null`` trains without the config's weight averaging.)
 
 Two single-threaded processes side by side (different ``--first-seed``) halve the wall time;
 ``--merge`` combines their JSON files (which keep the predictions in a ``.npz`` beside them).
@@ -29,6 +31,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_results import write_results  # noqa: E402
 
 
 def logit(probs: np.ndarray) -> np.ndarray:
@@ -75,8 +80,12 @@ def train_seeds(examples_dir: Path, config: Path | None, variant_name: str, seed
     from training.train import TrainConfig, load_training_data, predict_probs, train_model
     from transact.config import resolve_config
 
+    # a null override (``--set ema_decay=null``) clears a top-level setting of the file,
+    # which resolve_config's overrides (non-None only) cannot
+    cleared = {key: None for key, value in overrides.items() if value is None}
     base = dataclasses.replace(resolve_config(TrainConfig, config, overrides),
-                               refit_on_val=False)
+                               refit_on_val=False, **cleared)
+    base.validate()
     variant = next(v for v in select_variants([variant_name]) if v.name == variant_name)
     data = load_training_data(examples_dir, base.model.ranker.item_representation,
                               with_test=False)
@@ -103,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                        help="TrainConfig override, e.g. --set ema_decay=0.99")
+                        help="TrainConfig override, e.g. --set ema_decay=0.99 (null clears a "
+                        "top-level setting of the config file)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="combine the .npz files of earlier runs instead of training")
     parser.add_argument("--out", type=Path, default=Path("docs/bench/seed_ensemble.json"))
@@ -139,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                   "variant": args.variant, "overrides": overrides}
     report = {**source, "split": "val", **ensemble_report(labels, probs, list(HEADS))}
     print(json.dumps(report, indent=1))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_results("seed_ensemble", args, report, args.out)
     return 0
 
 

@@ -74,8 +74,11 @@ def ensemble_report(labels: np.ndarray, probs_by_seed: dict[int, np.ndarray],
 
 
 def train_seeds(examples_dir: Path, config: Path | None, variant_name: str, seeds: list[int],
-                overrides: dict[str, object]) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    """Validation labels ``(N, H)`` and per seed the validation probabilities ``(N, H)``."""
+                overrides: dict[str, object]
+                ) -> tuple[np.ndarray, dict[int, np.ndarray], dict[int, dict[str, object]]]:
+    """Validation labels ``(N, H)``, per seed the validation probabilities ``(N, H)``, and per
+    seed the run's course: the early-stopping step and the validation AUC of each head at every
+    evaluation (where each head peaks)."""
     from training.experiments import select_variants
     from training.train import TrainConfig, load_training_data, predict_probs, train_model
     from transact.config import resolve_config
@@ -90,6 +93,7 @@ def train_seeds(examples_dir: Path, config: Path | None, variant_name: str, seed
     data = load_training_data(examples_dir, base.model.ranker.item_representation,
                               with_test=False)
     probs: dict[int, np.ndarray] = {}
+    courses: dict[int, dict[str, object]] = {}
     for seed in seeds:
         started = time.perf_counter()
         cfg = dataclasses.replace(base, seed=seed,
@@ -101,7 +105,14 @@ def train_seeds(examples_dir: Path, config: Path | None, variant_name: str, seed
         print(f"seed {seed}: best step {result.best_step}, validation AUC "
               f"{head_aucs(data.val.labels, probs[seed])}, "
               f"{time.perf_counter() - started:.0f} s", flush=True)
-    return data.val.labels, probs
+        courses[seed] = {"best_step": result.best_step, "steps": result.steps,
+                         "seconds": round(time.perf_counter() - started, 1),
+                         "history": [{"step": int(entry["step"]),
+                                      **{key[len("val_"):]: round(float(value), 4)
+                                         for key, value in entry.items()
+                                         if key.startswith("val_auc_")}}
+                                     for entry in result.history]}
+    return data.val.labels, probs, courses
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,14 +150,15 @@ def main(argv: list[str] | None = None) -> int:
             key, _, value = item.partition("=")
             overrides[key] = json.loads(value)
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-        labels, probs = train_seeds(args.examples_dir, args.config, args.variant, seeds,
-                                    overrides)
+        labels, probs, courses = train_seeds(args.examples_dir, args.config, args.variant,
+                                             seeds, overrides)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(args.out.with_suffix(".npz"), labels=labels,
                             **{f"seed{seed}": p for seed, p in probs.items()})
         source = {"examples_dir": str(args.examples_dir),
                   "config": None if args.config is None else str(args.config),
-                  "variant": args.variant, "overrides": overrides}
+                  "variant": args.variant, "overrides": overrides,
+                  "courses": {str(seed): course for seed, course in courses.items()}}
     report = {**source, "split": "val", **ensemble_report(labels, probs, list(HEADS))}
     print(json.dumps(report, indent=1))
     write_results("seed_ensemble", args, report, args.out)

@@ -79,6 +79,12 @@ class TrainConfig:
     #: stopping and the returned model use the averaged weights, updated after every Adam
     #: step with ``min(ema_decay, (1 + step) / (10 + step))``. ``None``: the raw weights.
     ema_decay: float | None = None
+    #: stochastic weight averaging on top of ``ema_decay``: from this (0-based) step on, the
+    #: averaged weights are the uniform mean of the moving average at that step and of every
+    #: later step's weights (``1 / (step - swa_start_step + 2)`` per update) instead of an
+    #: exponential one. ``None``: the moving average throughout. Measured on MovieLens
+    #: (docs/model.md, Findings session 14): a smoother validation course, runs twice as long.
+    swa_start_step: int | None = None
     #: learning-rate schedule over the run's planned steps (``max_epochs`` x steps per epoch,
     #: capped by ``max_steps``): ``constant``; ``linear`` (decays to 0 at the last planned
     #: step); ``cosine`` (half a cosine to 0). Both decays start after ``warmup_steps`` of a
@@ -118,6 +124,10 @@ class TrainConfig:
             raise ConfigError("patience must be >= 1")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in (0, 1) or None, got {self.ema_decay}")
+        if self.swa_start_step is not None and (self.ema_decay is None
+                                                or self.swa_start_step < 0):
+            raise ConfigError(f"swa_start_step ({self.swa_start_step}) needs ema_decay (the "
+                              f"average before it) and must be >= 0")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(f"lr_schedule must be one of {LR_SCHEDULES}, got "
                               f"{self.lr_schedule!r}")
@@ -389,8 +399,10 @@ class _WeightAverage:
     kept in a second :class:`Pinnability` of the same configuration (evaluated in place of
     the trained one)."""
 
-    def __init__(self, model: Pinnability, decay: float) -> None:
+    def __init__(self, model: Pinnability, decay: float, uniform_from: int | None = None
+                 ) -> None:
         self.decay = decay
+        self.uniform_from = uniform_from
         self.model = Pinnability(model.cfg)
         self.model.load_state_dict(model.state_dict())
         self.model.to(next(model.parameters()).device)
@@ -402,8 +414,12 @@ class _WeightAverage:
     @torch.no_grad()
     def update(self, step: int) -> None:
         """Move the average towards the live weights after optimizer step ``step`` (0-based);
-        the early steps use a smaller decay so that the start weights fade quickly."""
-        weight = 1.0 - min(self.decay, (1.0 + step) / (10.0 + step))
+        the early steps use a smaller decay so that the start weights fade quickly; from
+        ``uniform_from`` on, a uniform mean (``TrainConfig.swa_start_step``)."""
+        if self.uniform_from is not None and step >= self.uniform_from:
+            weight = 1.0 / (step - self.uniform_from + 2.0)
+        else:
+            weight = 1.0 - min(self.decay, (1.0 + step) / (10.0 + step))
         for avg, live in self._pairs:
             avg.lerp_(live, weight)
 
@@ -518,7 +534,8 @@ def train_model(cfg: TrainConfig, data: TrainData, hooks: TrainHooks | None = No
     label_weights = label_weights.to(device)
     # the weights that are validated and kept: the model itself, or its moving average
     # (made after wrap_model, which may move the model to another device)
-    averaged = _WeightAverage(model, cfg.ema_decay) if cfg.ema_decay is not None else None
+    averaged = (None if cfg.ema_decay is None
+                else _WeightAverage(model, cfg.ema_decay, cfg.swa_start_step))
     scored = model if averaged is None else averaged.model
     optimizer = torch.optim.Adam(trained.parameters(), lr=cfg.lr,
                                  weight_decay=cfg.weight_decay)

@@ -122,22 +122,24 @@ def test_item_representations_are_read_or_explained(controlled_examples, tmp_pat
         train_model(cfg, data.with_items("content+pinnerformer"))
 
 
+@pytest.mark.parametrize("swa_start_step", [None, 2])
 def test_weight_averaging_keeps_the_average_of_the_trained_weights(
-        controlled_examples: Path) -> None:
+        controlled_examples: Path, swa_start_step: int | None) -> None:
     """With ``ema_decay`` the validated and returned weights are the moving average of every
     step's weights, not the last step's: averaging the live weights of each step by hand
-    gives the returned model."""
+    gives the returned model. With ``swa_start_step`` the average turns uniform from that
+    step on (the average at the step and every later step's weights count alike)."""
     from training import train as train_module
 
     data = load_training_data(controlled_examples)
-    decay, steps = 0.5, 4
+    decay, steps = 0.5, 5
     snapshots: list[dict[str, torch.Tensor]] = []  # start, then after each step
 
     class Spy(train_module._WeightAverage):
-        def __init__(self, model, decay_):
+        def __init__(self, model, decay_, uniform_from):
             self.live = model
             snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
-            super().__init__(model, decay_)
+            super().__init__(model, decay_, uniform_from)
 
         def update(self, step: int) -> None:
             snapshots.append({k: v.clone() for k, v in self.live.state_dict().items()})
@@ -147,15 +149,27 @@ def test_weight_averaging_keeps_the_average_of_the_trained_weights(
     train_module._WeightAverage = Spy
     try:
         result = train_model(small_config(max_steps=steps, eval_every_steps=steps,
-                                          ema_decay=decay), data)
+                                          ema_decay=decay, swa_start_step=swa_start_step),
+                             data)
     finally:
         train_module._WeightAverage = original
     assert len(snapshots) == steps + 1
     expected = {k: v.clone() for k, v in snapshots[0].items()}
     for step, weights in enumerate(snapshots[1:]):
         w = 1.0 - min(decay, (1.0 + step) / (10.0 + step))
+        if swa_start_step is not None and step >= swa_start_step:
+            w = 1.0 / (step - swa_start_step + 2.0)
         for k, v in weights.items():
             expected[k] = expected[k] + w * (v - expected[k]) if v.is_floating_point() else v
+    if swa_start_step is not None:  # the uniform part by its definition, for one tensor
+        name = next(k for k, v in expected.items() if v.is_floating_point())
+        ema_at_start = snapshots[0][name].clone()
+        for step, weights in enumerate(snapshots[1:swa_start_step + 1]):
+            w = 1.0 - min(decay, (1.0 + step) / (10.0 + step))
+            ema_at_start = ema_at_start + w * (weights[name] - ema_at_start)
+        later = [weights[name] for weights in snapshots[swa_start_step + 1:]]
+        uniform = torch.stack([ema_at_start, *later]).mean(dim=0)
+        assert torch.allclose(expected[name], uniform, atol=1e-6)
     kept = result.model.state_dict()
     bad = [k for k in kept if not torch.allclose(kept[k].float(), expected[k].float(),
                                                  atol=1e-6)]
@@ -164,6 +178,8 @@ def test_weight_averaging_keeps_the_average_of_the_trained_weights(
     assert not all(torch.equal(kept[k], last[k]) for k in kept if kept[k].is_floating_point())
     with pytest.raises(Exception, match="ema_decay"):
         train_model(small_config(ema_decay=1.0), data)
+    with pytest.raises(Exception, match="swa_start_step"):
+        train_model(small_config(swa_start_step=3), data)
 
 
 def test_the_learning_rate_follows_the_schedule(controlled_examples: Path,

@@ -35,6 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_results import write_results  # noqa: E402
+from seed_ensemble import logit  # noqa: E402
 
 #: engagement level of each action code (PAD, SKIP, CLICK, SAVE, HIDE)
 LEVEL = np.array([0.0, 0.0, 1.0, 2.0, -1.0])
@@ -44,15 +45,24 @@ USER_SHRINK, ITEM_SHRINK = 5.0, 10.0
 def user_bias_asof(users: np.ndarray, times: np.ndarray, ev_user: np.ndarray,
                    ev_time: np.ndarray, ev_dev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per query ``(N,)``: the shrunk sum of ``ev_dev`` of the user's events strictly before the
-    query time, and how many there were (vectorised: one sort, two ``searchsorted``)."""
+    query time, and how many there were (vectorised: events sorted once by (user, time), each
+    query two ``searchsorted`` calls on that order)."""
     order = np.lexsort((ev_time, ev_user))
     ev_user, ev_time, ev_dev = ev_user[order], ev_time[order], ev_dev[order]
     cum = np.concatenate([[0.0], np.cumsum(ev_dev)])
-    start = np.searchsorted(ev_user, users, side="left")
-    stop = np.searchsorted(ev_user, users, side="right")
-    # within the user's block, the events before the query time
-    before = np.array([s + np.searchsorted(ev_time[s:e], t, side="left")
-                       for s, e, t in zip(start, stop, times, strict=True)], dtype=np.int64)
+    # (user, time) as one sortable key: the user's rank among the event users, then the time
+    t0 = min(int(ev_time.min()), int(times.min())) if len(ev_time) else int(times.min())
+    span = max(int(ev_time.max()), int(times.max())) - t0 + 1 if len(ev_time) else 1
+    known, rank = np.unique(ev_user, return_inverse=True)
+    ev_key = rank.astype(np.int64) * span + (ev_time - t0)
+    query_rank = np.searchsorted(known, users)
+    query_rank = np.where((query_rank < len(known))
+                          & (known[np.minimum(query_rank, len(known) - 1)] == users),
+                          query_rank, -1)
+    start = np.searchsorted(ev_key, np.maximum(query_rank, 0) * span, side="left")
+    before = np.searchsorted(ev_key, np.maximum(query_rank, 0) * span + (times - t0),
+                             side="left")
+    before = np.where(query_rank >= 0, before, start)  # a user with no events: nothing before
     n = before - start
     return (cum[before] - cum[start]) / (n + USER_SHRINK), n
 
@@ -69,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
-    from transact.data.counters import counter_features
+    from transact.data.counters import COUNTER_NAMES, counter_features
     from transact.model.features import read_examples
     from transact.schema import HEADS
 
@@ -96,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     user_bias, _ = user_bias_asof(val.user_id, val.request_time_ms, ev_user, ev_time,
                                   level - mean_level - item_bias[ev_item])
     features = {
-        "user_hide_rate": counter_features(val.item_counts, val.user_counts)[:, 7],
+        # the user side's hide log-odds: after the item side's 4 columns and the user's count
+        "user_hide_rate": counter_features(val.item_counts, val.user_counts)[
+            :, len(COUNTER_NAMES) + COUNTER_NAMES.index("hides")],
         "user_bias": user_bias,
         "item_bias": item_bias[val.item_id],
     }
@@ -127,12 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     for key in stored.files:
         if not key.startswith("seed"):
             continue
-        p = np.clip(stored[key][:, hide].astype(np.float64), 1e-6, 1 - 1e-6)
-        logit = np.log(p / (1 - p))[:, None]
-        rows = {"logit alone": stacked(logit)}
+        hide_logit = logit(stored[key])[:, hide:hide + 1]
+        rows = {"logit alone": stacked(hide_logit)}
         for name, column in features.items():
-            rows[f"+ {name}"] = stacked(np.c_[logit, column])
-        rows["+ all three"] = stacked(np.c_[logit, *features.values()])
+            rows[f"+ {name}"] = stacked(np.c_[hide_logit, column])
+        rows["+ all three"] = stacked(np.c_[hide_logit, *features.values()])
         report["seeds"][key] = rows
         print(key, rows, flush=True)
     write_results("hide_stacking", args, report, args.out)

@@ -14,6 +14,9 @@ model may recover, and what no feature can. The test split is not read.
 
 (``--set ema_decay=null`` trains without the config's weight averaging.)
 
+``--split test`` is the final measurement of an ensemble chosen on validation: each run keeps
+the config's refit on train + validation and the refitted model scores the test split.
+
 Two single-threaded processes side by side (different ``--first-seed``) halve the wall time;
 ``--merge`` combines their JSON files (which keep the predictions in a ``.npz`` beside them).
 """
@@ -74,11 +77,15 @@ def ensemble_report(labels: np.ndarray, probs_by_seed: dict[int, np.ndarray],
 
 
 def train_seeds(examples_dir: Path, config: Path | None, variant_name: str, seeds: list[int],
-                overrides: dict[str, object]
+                overrides: dict[str, object], split: str = "val"
                 ) -> tuple[np.ndarray, dict[int, np.ndarray], dict[int, dict[str, object]]]:
     """Validation labels ``(N, H)``, per seed the validation probabilities ``(N, H)``, and per
     seed the run's course: the early-stopping step and the validation AUC of each head at every
-    evaluation (where each head peaks)."""
+    evaluation (where each head peaks).
+
+    ``split="test"``: the runs keep the config's refit on train + validation and the test
+    split is scored instead (by the refitted model, with the item vectors it was refitted on):
+    the final measurement of an ensemble chosen on validation, not a screen."""
     from training.experiments import select_variants
     from training.train import TrainConfig, load_training_data, predict_probs, train_model
     from transact.config import resolve_config
@@ -86,33 +93,38 @@ def train_seeds(examples_dir: Path, config: Path | None, variant_name: str, seed
     # a null override (``--set ema_decay=null``) clears a top-level setting of the file,
     # which resolve_config's overrides (non-None only) cannot
     cleared = {key: None for key, value in overrides.items() if value is None}
-    base = dataclasses.replace(resolve_config(TrainConfig, config, overrides),
-                               refit_on_val=False, **cleared)
+    base = resolve_config(TrainConfig, config, overrides)
+    base = dataclasses.replace(base, refit_on_val=base.refit_on_val and split == "test",
+                               **cleared)
     base.validate()
     variant = next(v for v in select_variants([variant_name]) if v.name == variant_name)
     data = load_training_data(examples_dir, base.model.ranker.item_representation,
-                              with_test=False)
+                              with_test=split == "test")
+    scored = data.test if split == "test" else data.val
+    assert scored is not None
     probs: dict[int, np.ndarray] = {}
     courses: dict[int, dict[str, object]] = {}
     for seed in seeds:
         started = time.perf_counter()
         cfg = dataclasses.replace(base, seed=seed,
                                   model=variant.apply(copy.deepcopy(base.model)))
-        result = train_model(cfg, data.with_items(cfg.model.ranker.item_representation))
-        probs[seed] = predict_probs(result.model, data.val,
-                                    data.with_items(cfg.model.ranker.item_representation)
-                                    .item_table)
-        print(f"seed {seed}: best step {result.best_step}, validation AUC "
-              f"{head_aucs(data.val.labels, probs[seed])}, "
+        seed_data = data.with_items(cfg.model.ranker.item_representation)
+        result = train_model(cfg, seed_data)
+        item_table = (result.item_table if result.item_table is not None
+                      else seed_data.item_table)
+        probs[seed] = predict_probs(result.model, scored, item_table)
+        print(f"seed {seed}: best step {result.best_step}, {split} AUC "
+              f"{head_aucs(scored.labels, probs[seed])}, "
               f"{time.perf_counter() - started:.0f} s", flush=True)
         courses[seed] = {"best_step": result.best_step, "steps": result.steps,
+                         "refit_steps": result.refit_steps,
                          "seconds": round(time.perf_counter() - started, 1),
                          "history": [{"step": int(entry["step"]),
                                       **{key[len("val_"):]: round(float(value), 4)
                                          for key, value in entry.items()
                                          if key.startswith("val_auc_")}}
                                      for entry in result.history]}
-    return data.val.labels, probs, courses
+    return scored.labels, probs, courses
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                         help="TrainConfig override, e.g. --set ema_decay=0.99 (null clears a "
                         "top-level setting of the config file)")
+    parser.add_argument("--split", choices=("val", "test"), default="val",
+                        help="test: keep the config's refit and score the test split (the "
+                        "final measurement of an ensemble chosen on validation)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="combine the .npz files of earlier runs instead of training")
     parser.add_argument("--out", type=Path, default=Path("docs/bench/seed_ensemble.json"))
@@ -135,12 +150,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         probs: dict[int, np.ndarray] = {}
         labels = None
+        splits = set()
         for path in args.merge:
             stored = np.load(path)
             labels = stored["labels"]
+            splits.add(str(stored["split"]) if "split" in stored.files else "val")
             probs.update({int(k[len("seed"):]): stored[k] for k in stored.files
                           if k.startswith("seed")})
         assert labels is not None
+        if len(splits) != 1:
+            parser.error(f"--merge: the files score different splits {sorted(splits)}")
+        split = splits.pop()
         source: dict[str, object] = {"merged": [str(p) for p in args.merge]}
     else:
         if args.examples_dir is None:
@@ -149,17 +169,18 @@ def main(argv: list[str] | None = None) -> int:
         for item in args.set:
             key, _, value = item.partition("=")
             overrides[key] = json.loads(value)
+        split = args.split
         seeds = list(range(args.first_seed, args.first_seed + args.seeds))
         labels, probs, courses = train_seeds(args.examples_dir, args.config, args.variant,
-                                             seeds, overrides)
+                                             seeds, overrides, args.split)
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(args.out.with_suffix(".npz"), labels=labels,
+        np.savez_compressed(args.out.with_suffix(".npz"), labels=labels, split=args.split,
                             **{f"seed{seed}": p for seed, p in probs.items()})
         source = {"examples_dir": str(args.examples_dir),
                   "config": None if args.config is None else str(args.config),
                   "variant": args.variant, "overrides": overrides,
                   "courses": {str(seed): course for seed, course in courses.items()}}
-    report = {**source, "split": "val", **ensemble_report(labels, probs, list(HEADS))}
+    report = {**source, "split": split, **ensemble_report(labels, probs, list(HEADS))}
     print(json.dumps(report, indent=1))
     write_results("seed_ensemble", args, report, args.out)
     return 0

@@ -7,7 +7,7 @@ refitted model has seen the validation split), and scores the whole validation s
 per seed the AUC of each head, their mean and standard deviation, and the AUC of the mean logit
 of the first 2, 3, ... seeds (a seed ensemble). The gap between the two is the part of a
 single run's error that averaging removes — what weight averaging (``ema_decay``) or a larger
-model may recover, and what no feature can. The test split is not read.
+model may recover, and what no feature can. By default the test split is not read.
 
     .venv/bin/python bench/seed_ensemble.py artifacts/demo_movielens/examples_movielens \\
         --config training/configs/movielens.yaml --seeds 3 --out /tmp/seed_ensemble.json
@@ -79,9 +79,9 @@ def ensemble_report(labels: np.ndarray, probs_by_seed: dict[int, np.ndarray],
 def train_seeds(examples_dir: Path, config: Path | None, variant_name: str, seeds: list[int],
                 overrides: dict[str, object], split: str = "val"
                 ) -> tuple[np.ndarray, dict[int, np.ndarray], dict[int, dict[str, object]]]:
-    """Validation labels ``(N, H)``, per seed the validation probabilities ``(N, H)``, and per
-    seed the run's course: the early-stopping step and the validation AUC of each head at every
-    evaluation (where each head peaks).
+    """The scored split's labels ``(N, H)`` (validation by default), per seed its probabilities
+    ``(N, H)``, and per seed the run's course: the early-stopping step, the refit's steps and
+    the validation AUC of each head at every evaluation (where each head peaks).
 
     ``split="test"``: the runs keep the config's refit on train + validation and the test
     split is scored instead (by the refitted model, with the item vectors it was refitted on):
